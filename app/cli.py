@@ -1,0 +1,243 @@
+"""The ``flywheel`` command: ingest, compact, sample data, the demo and the dashboard."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+
+from app.settings import Settings, SettingsError
+from ingest.loader import FileReport, ingest_paths
+from store.lake import Lake
+from store.writer import LakeWriter
+
+SAMPLE_FILES = ("traces.pb.gz", "feedback.jsonl.gz")
+MAX_ERRORS_SHOWN = 5
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    if getattr(args, "data_dir", None):
+        settings = replace(settings, data_dir=Path(args.data_dir))
+    if getattr(args, "project", None):
+        settings = replace(settings, project=args.project)
+    return settings.validated()
+
+
+def _print_report(report: FileReport) -> None:
+    line = f"{report.path}: {report.num_spans:,} spans"
+    if report.num_feedback:
+        line += f", {report.num_feedback:,} feedback"
+    if report.num_rejected:
+        line += f", {report.num_rejected:,} rejected"
+    print(line, flush=True)
+    for error in report.errors[:MAX_ERRORS_SHOWN]:
+        print(f"  rejected: {error}", file=sys.stderr)
+    if report.num_rejected > MAX_ERRORS_SHOWN:
+        print(f"  … and {report.num_rejected - MAX_ERRORS_SHOWN:,} more", file=sys.stderr)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Decode files into the lake; exit 1 when any record was rejected (valid ones still land)."""
+    settings = _settings(args)
+    with LakeWriter(settings.data_dir) as writer:
+        reports = ingest_paths(
+            [Path(p) for p in args.paths], writer, project=settings.project, on_file=_print_report
+        )
+        result = writer.flush()
+    num_spans = sum(r.num_spans for r in reports)
+    num_rejected = sum(r.num_rejected for r in reports)
+    print(
+        f"ingested {num_spans:,} spans from {len(reports)} file(s) into {settings.data_dir}"
+        f" ({result.num_duplicates:,} already present, skipped); {num_rejected:,} rejected"
+    )
+    if not reports:
+        print("no ingestible files found (.pb, .json, .jsonl, optionally .gz)", file=sys.stderr)
+        return 1
+    return 1 if num_rejected else 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    """Merge small segments of each partition into one."""
+    settings = _settings(args)
+    lake = Lake(settings.data_dir)
+    for table in args.tables:
+        result = lake.compact(table, min_segments=args.min_segments)
+        print(f"{table}: {result}")
+    return 0
+
+
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    """Write a seeded sample dataset in the chosen formats."""
+    from sample_data.generator import write_dataset
+
+    out = Path(args.out)
+    written = write_dataset(
+        out,
+        num_traces=args.traces,
+        days=args.days,
+        seed=args.seed,
+        formats=tuple(args.formats.split(",")),
+    )
+    for path in written:
+        print(path)
+    return 0
+
+
+def sample_data_dir() -> Path:
+    """Where the committed sample dataset lives."""
+    return Path(str(resources.files("sample_data").joinpath("data")))
+
+
+def load_sample_data(settings: Settings) -> bool:
+    """Ingest the committed sample dataset unless the lake already has spans; True if loaded."""
+    lake = Lake(settings.data_dir)
+    if lake.has_data("spans"):
+        return False
+    files = [sample_data_dir() / name for name in SAMPLE_FILES]
+    with LakeWriter(settings.data_dir) as writer:
+        reports = ingest_paths(files, writer, project=settings.project, on_file=_print_report)
+        writer.flush()
+    return sum(r.num_spans for r in reports) > 0
+
+
+def _run_dashboard(settings: Settings, host: str, port: int) -> int:
+    script = Path(__file__).with_name("dashboard.py")
+    env = dict(
+        os.environ,
+        FLYWHEEL_DATA_DIR=str(settings.data_dir.resolve()),
+        FLYWHEEL_PROJECT=settings.project,
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(script),
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.toolbarMode",
+        "minimal",
+    ]
+    print(f"Flywheel dashboard on http://{host}:{port}  (data: {settings.data_dir})", flush=True)
+    return subprocess.call(command, env=env)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Serve the Streamlit dashboard over the lake."""
+    settings = _settings(args)
+    return _run_dashboard(
+        settings, args.host or settings.dashboard_host, args.port or settings.dashboard_port
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Load the sample data once, then serve the dashboard on it."""
+    settings = _settings(args)
+    if load_sample_data(settings):
+        print(f"loaded the sample data into {settings.data_dir}")
+    else:
+        print(f"{settings.data_dir} already has spans; not loading the sample data again")
+    if args.no_dashboard:
+        return 0
+    return _run_dashboard(
+        settings, args.host or settings.dashboard_host, args.port or settings.dashboard_port
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with --help on every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="flywheel",
+        description="Observability and evaluation for LLM applications: OTLP in, Parquet lake, DuckDB, Streamlit.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir", help="the lake folder (default: $FLYWHEEL_DATA_DIR or ./flywheel-data)"
+    )
+    common.add_argument(
+        "--project", help="project the data belongs to (default: $FLYWHEEL_PROJECT or 'default')"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "ingest",
+        parents=[common],
+        help="load .pb/.json/.jsonl(.gz) files or folders into the lake",
+        description="Load OTLP protobuf (.pb), OTLP/JSON (.json), JSON lines (.jsonl: collector file export, flat spans, feedback), each optionally gzipped, or folders of them. Bad records are reported with file and position; the valid ones land. Re-ingesting adds no duplicates.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser(
+        "compact",
+        parents=[common],
+        help="merge small Parquet segments",
+        description="Merge each date partition's small segments into one file (de-duplicating again).",
+    )
+    p.add_argument(
+        "--tables",
+        nargs="+",
+        default=["spans", "feedback"],
+        help="tables to compact (default: spans feedback)",
+    )
+    p.add_argument(
+        "--min-segments",
+        type=int,
+        default=2,
+        help="compact a partition once it has this many segments",
+    )
+    p.set_defaults(func=cmd_compact)
+
+    p = sub.add_parser(
+        "sample-data",
+        help="generate a seeded sample dataset",
+        description="Generate realistic traces of a RAG chat product (with seeded scenarios) as OTLP protobuf, OTLP/JSON lines and flat JSONL, plus feedback.",
+    )
+    p.add_argument("--traces", type=int, default=3000, help="number of traces (default 3000)")
+    p.add_argument("--days", type=int, default=14, help="days the traces span (default 14)")
+    p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    p.add_argument("--out", default="sample-out", help="output folder (default ./sample-out)")
+    p.add_argument(
+        "--formats", default="pb,otlp-json,jsonl", help="comma-separated: pb, otlp-json, jsonl"
+    )
+    p.set_defaults(func=cmd_sample_data)
+
+    for name, func, text in (
+        ("demo", cmd_demo, "load the sample data (once) and open the dashboard"),
+        ("dashboard", cmd_dashboard, "serve the Streamlit dashboard over the lake"),
+    ):
+        p = sub.add_parser(
+            name, parents=[common], help=text, description=text[0].upper() + text[1:] + "."
+        )
+        p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+        p.add_argument("--port", type=int, help="port (default 8501)")
+        if name == "demo":
+            p.add_argument("--no-dashboard", action="store_true", help="only load the sample data")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``flywheel`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SettingsError as exc:
+        print(f"flywheel: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

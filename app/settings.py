@@ -1,0 +1,65 @@
+"""Settings: one frozen object read from the environment (``FLYWHEEL_*``), passed explicitly."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+_PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+class SettingsError(ValueError):
+    """A setting has a value Flywheel cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the lake lives and which project data lands in by default."""
+
+    data_dir: Path = Path("flywheel-data")
+    project: str = "default"
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8501
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``FLYWHEEL_DATA_DIR``, ``FLYWHEEL_PROJECT``, ``FLYWHEEL_DASHBOARD_HOST``/``_PORT``."""
+        env = os.environ if environ is None else environ
+        settings = cls()
+        if env.get("FLYWHEEL_DATA_DIR"):
+            settings = replace(settings, data_dir=Path(env["FLYWHEEL_DATA_DIR"]))
+        if env.get("FLYWHEEL_PROJECT"):
+            settings = replace(settings, project=env["FLYWHEEL_PROJECT"])
+        if env.get("FLYWHEEL_DASHBOARD_HOST"):
+            settings = replace(settings, dashboard_host=env["FLYWHEEL_DASHBOARD_HOST"])
+        if env.get("FLYWHEEL_DASHBOARD_PORT"):
+            settings = replace(
+                settings,
+                dashboard_port=_port(env["FLYWHEEL_DASHBOARD_PORT"], "FLYWHEEL_DASHBOARD_PORT"),
+            )
+        return settings.validated()
+
+    def validated(self) -> Settings:
+        """Check every field; raise SettingsError naming the bad one."""
+        if not _PROJECT.fullmatch(self.project):
+            raise SettingsError(
+                f"FLYWHEEL_PROJECT / --project {self.project!r}: use 1-64 letters, digits, '_', '.' or '-'"
+            )
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise SettingsError(
+                f"FLYWHEEL_DATA_DIR / --data-dir {self.data_dir}: exists and is not a folder"
+            )
+        return self
+
+
+def _port(text: str, name: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise SettingsError(f"{name}={text!r}: not a port number") from None
+    if not 0 < port < 65536:
+        raise SettingsError(f"{name}={port}: a port is 1-65535")
+    return port

@@ -1,0 +1,297 @@
+"""The span normalizer, generated from the conventions data file.
+
+``conventions.toml`` maps every canonical column to the ordered list of source attributes it
+can come from. ``load_normalizer()`` compiles that table into one small reader function per
+source, so adding an alias is a one-line data change and no convention is hand-coded here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from typing import Any, cast
+
+from ingest.messages import Mode, extract_text, parse_json_value
+
+#: One span event as decoders hand it over: (time in unix nanos, name, attributes).
+RawEvent = tuple[int, str, Mapping[str, Any]]
+Reader = Callable[[Mapping[str, Any], Sequence[RawEvent], int], Any]
+
+COLUMN_TYPES = ("string", "int", "float", "string_list", "hash")
+
+
+@dataclass(frozen=True)
+class Column:
+    """A canonical column: its type and its compiled sources, in precedence order."""
+
+    name: str
+    type: str
+    readers: tuple[Reader, ...]
+    source_keys: tuple[str, ...]
+    triggers: tuple[tuple[str, ...], ...]
+
+
+def _coerce(value: Any, type_: str) -> Any:
+    """Convert a source value to the column type; None when it does not fit."""
+    if value is None:
+        return None
+    if type_ == "string" or type_ == "hash":
+        if isinstance(value, str):
+            return value or None
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int | float):
+            return str(value)
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    if type_ == "int":
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float):
+            return int(value) if math.isfinite(value) and value == int(value) else None
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                try:
+                    as_float = float(value)
+                except ValueError:
+                    return None
+                return _coerce(as_float, "int")
+        return None
+    if type_ == "float":
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int | float):
+            number = float(value)
+        elif isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                return None
+        else:
+            return None
+        return number if math.isfinite(number) else None
+    if type_ == "string_list":
+        value = parse_json_value(value)
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list):
+            items = [str(v) for v in value if v is not None]
+            return items or None
+        return None
+    raise ValueError(f"unknown column type {type_!r}")
+
+
+def _parse_rfc3339_ns(text: str) -> int | None:
+    text = text.strip().strip('"')
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    fraction = re.search(r"\.(\d+)", text)
+    nanos = int(fraction.group(1)[:9].ljust(9, "0")) if fraction else 0
+    return int(moment.replace(microsecond=0).timestamp()) * 1_000_000_000 + nanos
+
+
+def _value_transform(spec: Mapping[str, Any]) -> Callable[[Any], Any]:
+    """Build the chain of per-value modifiers a source names (lower, map, scale, messages)."""
+    lower = bool(spec.get("lower"))
+    mapping: Mapping[str, str] | None = spec.get("map")
+    keep_unmapped = bool(spec.get("keep_unmapped"))
+    scale = spec.get("scale")
+    messages = cast(Mode | None, spec.get("messages"))
+    json_field = spec["attr_json"][1] if "attr_json" in spec else None
+
+    def transform(value: Any) -> Any:
+        if value is None:
+            return None
+        if json_field is not None:
+            parsed = parse_json_value(value)
+            value = parsed.get(json_field) if isinstance(parsed, dict) else None
+            if value is None:
+                return None
+        if messages is not None:
+            return extract_text(value, messages)
+        if lower and isinstance(value, str):
+            value = value.lower()
+        if mapping is not None:
+            if isinstance(value, str) and value in mapping:
+                value = mapping[value]
+            elif not keep_unmapped:
+                return None
+        if scale is not None:
+            number = _coerce(value, "float")
+            return None if number is None else number * float(scale)
+        return value
+
+    return transform
+
+
+def _indexed_messages(
+    attrs: Mapping[str, Any], prefix: str, role_key: str, content_key: str
+) -> list[dict[str, Any]] | None:
+    head = prefix + "."
+    by_index: dict[int, dict[str, Any]] = {}
+    for key, value in attrs.items():
+        if not key.startswith(head):
+            continue
+        index_text, _, rest = key[len(head) :].partition(".")
+        if not index_text.isdigit():
+            continue
+        if rest == role_key:
+            by_index.setdefault(int(index_text), {})["role"] = value
+        elif rest == content_key:
+            by_index.setdefault(int(index_text), {})["content"] = value
+    if not by_index:
+        return None
+    return [by_index[i] for i in sorted(by_index)]
+
+
+def _compile_source(spec: Mapping[str, Any]) -> tuple[Reader, str, tuple[str, ...]]:
+    """One source table -> a reader, a label for docs and views, and the keys that trigger it.
+
+    A source is only tried for a span that has one of its trigger keys (or, for event
+    sources, any event), so a span pays for the attributes it has, not for every alias.
+    """
+    transform = _value_transform(spec)
+    if "attr" in spec or "attr_json" in spec:
+        key: str = spec["attr"] if "attr" in spec else spec["attr_json"][0]
+        if spec.get("since_start"):
+
+            def read_time(
+                attrs: Mapping[str, Any], events: Sequence[RawEvent], start_ns: int
+            ) -> Any:
+                value = attrs.get(key)
+                moment = _parse_rfc3339_ns(value) if isinstance(value, str) else None
+                return None if moment is None else (moment - start_ns) / 1e6
+
+            return read_time, key, (key,)
+        if not any(k in spec for k in ("map", "scale", "messages", "lower", "attr_json")):
+
+            def read_plain(
+                attrs: Mapping[str, Any], events: Sequence[RawEvent], start_ns: int
+            ) -> Any:
+                return attrs.get(key)
+
+            return read_plain, key, (key,)
+
+        def read_attr(attrs: Mapping[str, Any], events: Sequence[RawEvent], start_ns: int) -> Any:
+            return transform(attrs.get(key))
+
+        return read_attr, key, (key,)
+    if "indexed" in spec:
+        prefix, role_key, content_key = spec["indexed"], spec["role_key"], spec["content_key"]
+
+        first_keys = (f"{prefix}.0.{role_key}", f"{prefix}.0.{content_key}")
+
+        def read_indexed(
+            attrs: Mapping[str, Any], events: Sequence[RawEvent], start_ns: int
+        ) -> Any:
+            return transform(_indexed_messages(attrs, prefix, role_key, content_key))
+
+        # Flattened lists start at index 0, so their first keys trigger the scan.
+        return read_indexed, f"{prefix}.<i>.{content_key}", first_keys
+    if "event" in spec:
+        names = frozenset(spec["event"])
+        event_attr = spec.get("event_attr")
+        since_start = bool(spec.get("since_start"))
+
+        def read_event(attrs: Mapping[str, Any], events: Sequence[RawEvent], start_ns: int) -> Any:
+            for time_ns, name, event_attrs in events:
+                if name in names:
+                    if since_start:
+                        return (time_ns - start_ns) / 1e6
+                    if event_attr is not None:
+                        return transform(event_attrs.get(event_attr))
+            return None
+
+        return read_event, "event:" + "|".join(spec["event"]), ()
+    raise ValueError(f"conventions: a source needs attr, attr_json, indexed or event: {dict(spec)}")
+
+
+class Normalizer:
+    """Reads canonical columns out of a span's attributes and events."""
+
+    def __init__(self, columns: Sequence[Column]) -> None:
+        self.columns = tuple(columns)
+        self.names = tuple(c.name for c in columns)
+        # attribute key -> (column index, source precedence) of every source it can feed
+        self._by_key: dict[str, list[tuple[int, int]]] = {}
+        self._event_sources: list[tuple[int, int]] = []
+        for col, column in enumerate(self.columns):
+            for prio, keys in enumerate(column.triggers):
+                if not keys:
+                    self._event_sources.append((col, prio))
+                for key in keys:
+                    self._by_key.setdefault(key, []).append((col, prio))
+
+    def normalize(
+        self, attrs: Mapping[str, Any], events: Sequence[RawEvent], start_ns: int
+    ) -> dict[str, Any]:
+        """The canonical values of one span (None where no source has one)."""
+        candidates: dict[int, list[int]] = {}
+        by_key = self._by_key
+        for key in attrs:
+            hits = by_key.get(key)
+            if hits is not None:
+                for col, prio in hits:
+                    candidates.setdefault(col, []).append(prio)
+        if events:
+            for col, prio in self._event_sources:
+                candidates.setdefault(col, []).append(prio)
+        out: dict[str, Any] = dict.fromkeys(self.names)
+        for col, prios in candidates.items():
+            column = self.columns[col]
+            if len(prios) > 1:
+                prios.sort()
+            for prio in prios:
+                raw = column.readers[prio](attrs, events, start_ns)
+                if raw is None:
+                    continue
+                value = _coerce(raw, column.type)
+                if value is not None:
+                    if column.type == "hash":
+                        value = hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
+                    out[column.name] = value
+                    break
+        return out
+
+
+def parse_conventions(text: str) -> Normalizer:
+    """Compile a conventions table (TOML text) into a normalizer; errors name the column."""
+    table = tomllib.loads(text)
+    columns = []
+    for name, spec in table.get("columns", {}).items():
+        type_ = spec.get("type")
+        if type_ not in COLUMN_TYPES:
+            raise ValueError(f"conventions: column {name!r} has unknown type {type_!r}")
+        compiled = [_compile_source(source) for source in spec.get("sources", [])]
+        columns.append(
+            Column(
+                name=name,
+                type=type_,
+                readers=tuple(reader for reader, _, _ in compiled),
+                source_keys=tuple(label for _, label, _ in compiled),
+                triggers=tuple(keys for _, _, keys in compiled),
+            )
+        )
+    return Normalizer(columns)
+
+
+@cache
+def load_normalizer() -> Normalizer:
+    """The normalizer built from the packaged ``conventions.toml``."""
+    text = resources.files("ingest").joinpath("conventions.toml").read_text(encoding="utf-8")
+    return parse_conventions(text)

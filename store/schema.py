@@ -1,0 +1,115 @@
+"""The canonical span schema: the lake's public contract.
+
+Users read the lake with their own DuckDB, Polars or Spark, so these names and types are an
+interface. Attribute maps hold every source attribute as text (strings as-is, numbers in
+decimal, booleans ``true``/``false``, arrays and key-value lists as JSON, bytes as base64), the
+same rule the OpenTelemetry Collector's ClickHouse exporter uses, so both backends read alike.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TIMESTAMP = pa.timestamp("ns", tz="UTC")
+ATTRIBUTE_MAP = pa.map_(pa.string(), pa.string())
+
+EVENT = pa.struct(
+    [
+        pa.field("time", TIMESTAMP),
+        pa.field("name", pa.string()),
+        pa.field("attributes", ATTRIBUTE_MAP),
+    ]
+)
+LINK = pa.struct(
+    [
+        pa.field("trace_id", pa.string()),
+        pa.field("span_id", pa.string()),
+        pa.field("attributes", ATTRIBUTE_MAP),
+    ]
+)
+
+SPAN_SCHEMA = pa.schema(
+    [
+        pa.field("project", pa.string(), nullable=False),
+        pa.field("trace_id", pa.string(), nullable=False),
+        pa.field("span_id", pa.string(), nullable=False),
+        pa.field("parent_span_id", pa.string()),
+        pa.field("name", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("service_name", pa.string()),
+        pa.field("scope_name", pa.string()),
+        pa.field("start_time", TIMESTAMP, nullable=False),
+        pa.field("end_time", TIMESTAMP, nullable=False),
+        pa.field("duration_ms", pa.float64()),
+        pa.field("status_code", pa.string()),
+        pa.field("status_message", pa.string()),
+        pa.field("operation", pa.string()),
+        pa.field("provider", pa.string()),
+        pa.field("request_model", pa.string()),
+        pa.field("response_model", pa.string()),
+        pa.field("input_tokens", pa.int64()),
+        pa.field("output_tokens", pa.int64()),
+        pa.field("cache_read_tokens", pa.int64()),
+        pa.field("cache_write_tokens", pa.int64()),
+        pa.field("reasoning_tokens", pa.int64()),
+        pa.field("ttft_ms", pa.float64()),
+        pa.field("finish_reasons", pa.list_(pa.string())),
+        pa.field("session_id", pa.string()),
+        pa.field("user_id", pa.string()),
+        pa.field("input_text", pa.string()),
+        pa.field("output_text", pa.string()),
+        pa.field("system_prompt_hash", pa.string()),
+        pa.field("cost_usd", pa.float64()),
+        pa.field("resource_attributes", ATTRIBUTE_MAP),
+        pa.field("attributes", ATTRIBUTE_MAP),
+        pa.field("events", pa.list_(EVENT)),
+        pa.field("links", pa.list_(LINK)),
+    ]
+)
+
+SPAN_COLUMNS: tuple[str, ...] = tuple(SPAN_SCHEMA.names)
+
+#: Explicit user feedback (``POST /v1/feedback``, JSONL ``"type": "feedback"``), keyed by trace
+#: and optionally span. ``kind`` is one of FEEDBACK_KINDS; ``value`` is +1/-1 for thumbs, the
+#: rating for ratings, 1 for events (copy, share, report); ``text`` is a comment or edited text.
+FEEDBACK_SCHEMA = pa.schema(
+    [
+        pa.field("project", pa.string(), nullable=False),
+        pa.field("feedback_id", pa.string(), nullable=False),
+        pa.field("trace_id", pa.string(), nullable=False),
+        pa.field("span_id", pa.string()),
+        pa.field("time", TIMESTAMP, nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("value", pa.float64()),
+        pa.field("text", pa.string()),
+        pa.field("user_id", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("attributes", ATTRIBUTE_MAP),
+    ]
+)
+FEEDBACK_KINDS: frozenset[str] = frozenset(
+    {"thumbs", "rating", "comment", "edit", "copy", "share", "report"}
+)
+
+#: Span kinds as stored (OTLP enum value -> name).
+SPAN_KINDS: dict[int, str] = {
+    0: "UNSPECIFIED",
+    1: "INTERNAL",
+    2: "SERVER",
+    3: "CLIENT",
+    4: "PRODUCER",
+    5: "CONSUMER",
+}
+#: Status codes as stored (OTLP enum value -> name).
+STATUS_CODES: dict[int, str] = {0: "UNSET", 1: "OK", 2: "ERROR"}
+
+DEFAULT_PROJECT = "default"
+
+
+#: Operations whose spans are model calls (the ``llm_calls`` view).
+LLM_OPERATIONS: tuple[str, ...] = ("chat", "text_completion", "generate_content", "embeddings")
+
+
+def empty_spans() -> pa.Table:
+    """An empty table with the canonical span schema."""
+    return SPAN_SCHEMA.empty_table()

@@ -1,0 +1,67 @@
+"""Real-browser flows (headless Chromium via Playwright) on the committed sample data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.app.browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, dashboard
+
+pytestmark = pytest.mark.browser
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def sample_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from app.cli import load_sample_data
+    from app.settings import Settings
+
+    data_dir = tmp_path_factory.mktemp("lake")
+    assert load_sample_data(Settings(data_dir=data_dir))
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def page(sample_lake: Path) -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (or run make test-fast)")
+    with dashboard(sample_lake) as url, playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.goto(url)
+        page.base_url = url  # type: ignore[attr-defined]
+        yield page
+        browser.close()
+
+
+def _metric(page: object, label: str) -> str:
+    tile = page.locator('[data-testid="stMetric"]', has_text=label).first  # type: ignore[attr-defined]
+    return str(tile.locator('[data-testid="stMetricValue"]').inner_text())
+
+
+def test_overview_shows_the_sample_numbers(page: object) -> None:
+    page.get_by_text("Requests", exact=True).first.wait_for(timeout=30_000)  # type: ignore[attr-defined]
+    page.wait_for_selector(".js-plotly-plot", timeout=30_000)  # type: ignore[attr-defined]
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "overview.png"), full_page=True)  # type: ignore[attr-defined]
+    # the default range is the last 7 days of data, so fewer than all 3,000 sample requests
+    shown = _metric(page, "Requests")
+    assert shown.endswith("k") and 1.0 < float(shown[:-1]) < 3.0
+    assert "ms" in _metric(page, "Latency p95") or " s" in _metric(page, "Latency p95")
+
+
+def test_choosing_all_time_shows_every_request_and_lands_in_the_url(page: object) -> None:
+    url = page.base_url  # type: ignore[attr-defined]
+    page.goto(f"{url}/?range=all")  # type: ignore[attr-defined]
+    page.get_by_text("Requests", exact=True).first.wait_for(timeout=30_000)  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "() => [...document.querySelectorAll('[data-testid=\"stMetricValue\"]')].some(e => e.innerText === '3.00k')",
+        timeout=30_000,
+    )
+    assert _metric(page, "Requests") == "3.00k"
+    page.wait_for_selector('[data-testid="stDataFrame"] canvas', timeout=30_000)  # type: ignore[attr-defined]
+    page.wait_for_timeout(1000)  # type: ignore[attr-defined]  # the grid paints after it mounts
+    page.screenshot(path=str(SCREENSHOTS / "overview-all.png"), full_page=True)  # type: ignore[attr-defined]

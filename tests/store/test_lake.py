@@ -1,0 +1,240 @@
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from store.lake import FEEDBACK, SPANS, Lake, conform
+from store.schema import FEEDBACK_SCHEMA, SPAN_SCHEMA
+from tests.store.conftest import (
+    T0,
+    feedback_row,
+    feedback_table,
+    make_spans,
+    span_row,
+    spans_table,
+)
+
+
+def _stored(lake: Lake, table: str = "spans") -> pa.Table:
+    segments = lake.list_segments(table)
+    if not segments:
+        return lake.spec(table).schema.empty_table()
+    return pa.concat_tables(pq.read_table(p) for p in segments)
+
+
+def _keys(table: pa.Table) -> list[tuple[str, str]]:
+    return list(zip(table["trace_id"].to_pylist(), table["span_id"].to_pylist(), strict=True))
+
+
+def test_rewriting_the_same_batch_adds_nothing(data_dir: Path) -> None:
+    lake = Lake(data_dir)
+    batch = make_spans(10)
+    first = lake.write("spans", batch)
+    second = lake.write("spans", batch)
+    assert (first.num_written, first.num_duplicates) == (10, 0)
+    assert (second.num_written, second.num_duplicates) == (0, 10)
+    assert second.segments == ()
+    assert lake.has_data("spans") and not lake.has_data("feedback")
+    assert len(lake.list_segments("spans")) == 1
+    assert sorted(_keys(_stored(lake))) == sorted(_keys(batch))
+
+
+def test_duplicates_within_a_batch_keep_the_first(data_dir: Path) -> None:
+    lake = Lake(data_dir)
+    a = span_row(name="first")
+    b = span_row()
+    dup = {**a, "name": "second"}
+    result = lake.write("spans", spans_table([a, b, dup]))
+    assert (result.num_written, result.num_duplicates) == (2, 1)
+    stored = _stored(lake)
+    assert dict(zip(stored["span_id"].to_pylist(), stored["name"].to_pylist(), strict=True)) == {
+        a["span_id"]: "first",
+        b["span_id"]: "span",
+    }
+
+
+def test_a_batch_overlapping_the_lake_writes_only_new_keys(data_dir: Path) -> None:
+    lake = Lake(data_dir)
+    old = [span_row() for _ in range(4)]
+    lake.write("spans", spans_table(old))
+    new = [span_row() for _ in range(3)]
+    changed = {**old[1], "name": "changed"}
+    result = lake.write("spans", spans_table([*new, changed, old[0]]))
+    assert (result.num_written, result.num_duplicates) == (3, 2)
+    stored = _stored(lake)
+    assert Counter(_keys(stored)) == Counter((r["trace_id"], r["span_id"]) for r in old + new)
+    assert "changed" not in stored["name"].to_pylist()
+
+
+def test_same_span_id_in_another_trace_is_not_a_duplicate(data_dir: Path) -> None:
+    lake = Lake(data_dir)
+    rows = [
+        span_row(trace_id="a" * 32, span_id="1" * 16),
+        span_row(trace_id="b" * 32, span_id="1" * 16),
+    ]
+    assert lake.write("spans", spans_table(rows)).num_written == 2
+
+
+def test_partitions_by_utc_date_of_start_time(data_dir: Path) -> None:
+    lake = Lake(data_dir)
+    # 03:30 at UTC+2 is 01:30 UTC on March 2.
+    plus_two = datetime(2025, 3, 2, 1, 30, tzinfo=UTC).astimezone(ZoneInfo("Etc/GMT-2"))
+    rows = [
+        span_row(start_time=datetime(2025, 3, 1, 23, 59, 59, 999999, tzinfo=UTC)),
+        span_row(start_time=datetime(2025, 3, 2, 0, 0, tzinfo=UTC)),
+        span_row(start_time=plus_two),
+        span_row(start_time=datetime(1969, 12, 31, 23, 0, tzinfo=UTC)),
+    ]
+    result = lake.write("spans", spans_table(rows))
+    assert result.num_written == 4
+    assert lake.partitions("spans") == ["date=1969-12-31", "date=2025-03-01", "date=2025-03-02"]
+    counts = {
+        p: pq.read_table(lake.list_segments("spans", p)[0]).num_rows
+        for p in lake.partitions("spans")
+    }
+    assert counts == {"date=1969-12-31": 1, "date=2025-03-01": 1, "date=2025-03-02": 2}
+    for segment in lake.list_segments("spans"):
+        assert segment.parent.parent == data_dir / "spans"
+
+
+def test_segments_are_sorted_by_time_zstd_and_canonical(data_dir: Path) -> None:
+    lake = Lake(data_dir)
+    rows = [span_row(start_time=T0 + timedelta(seconds=s)) for s in (5, 1, 3)]
+    (segment,) = lake.write("spans", spans_table(rows)).segments
+    table = pq.read_table(segment)
+    assert table.schema.equals(SPAN_SCHEMA)
+    assert table["start_time"].to_pylist() == sorted(r["start_time"] for r in rows)
+    meta = pq.ParquetFile(segment).metadata
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+    assert segment.name.startswith("seg-") and segment.suffix == ".parquet"
+
+
+def test_conform_casts_fills_missing_and_drops_extra() -> None:
+    table = pa.table(
+        {
+            "extra": [1],
+            "span_id": ["00000000000000aa"],
+            "trace_id": ["0" * 32],
+            "project": ["p"],
+            "start_time": pa.array([T0], pa.timestamp("us", tz="UTC")),
+            "end_time": pa.array([T0], pa.timestamp("us", tz="UTC")),
+            "input_tokens": pa.array([7], pa.int32()),
+        }
+    )
+    out = conform(SPANS, table)
+    assert out.schema.equals(SPAN_SCHEMA)
+    assert out["input_tokens"].to_pylist() == [7]
+    assert out["output_tokens"].to_pylist() == [None]
+    assert out["start_time"].type == pa.timestamp("ns", tz="UTC")
+
+
+def test_null_key_or_time_is_rejected(data_dir: Path) -> None:
+    lake = Lake(data_dir)
+    bad = spans_table([span_row()]).set_column(
+        SPAN_SCHEMA.get_field_index("span_id"), "span_id", pa.array([None], pa.string())
+    )
+    with pytest.raises(ValueError, match=r"spans\.span_id: 1 null"):
+        lake.write("spans", bad)
+    with pytest.raises(ValueError, match="unknown lake table 'nope'"):
+        lake.write("nope", bad)
+    assert not lake.has_data("spans")
+
+
+def test_feedback_is_keyed_by_feedback_id_and_partitioned_by_time(data_dir: Path) -> None:
+    lake = Lake(data_dir)
+    rows = [
+        feedback_row(feedback_id="f1", time=datetime(2025, 1, 1, 5, tzinfo=UTC)),
+        feedback_row(feedback_id="f2", time=datetime(2025, 1, 2, 5, tzinfo=UTC)),
+        feedback_row(feedback_id="f1", time=datetime(2025, 1, 1, 5, tzinfo=UTC), value=-1.0),
+    ]
+    result = lake.write("feedback", feedback_table(rows))
+    assert (result.num_written, result.num_duplicates) == (2, 1)
+    assert lake.partitions("feedback") == ["date=2025-01-01", "date=2025-01-02"]
+    stored = _stored(lake, "feedback")
+    assert stored.schema.equals(FEEDBACK_SCHEMA)
+    assert sorted(
+        zip(stored["feedback_id"].to_pylist(), stored["value"].to_pylist(), strict=True)
+    ) == [
+        ("f1", 1.0),
+        ("f2", 1.0),
+    ]
+    assert FEEDBACK.key_columns == ("feedback_id",)
+
+
+def test_temp_files_are_invisible_and_stale_ones_are_removed(data_dir: Path) -> None:
+    lake = Lake(data_dir)
+    lake.write("spans", make_spans(2))
+    part = data_dir / "spans" / "date=2025-03-01"
+    stale = part / ".seg-00000000000000000001-dead.parquet.tmp"
+    fresh = part / ".seg-00000000000000000002-beef.parquet.tmp"
+    for tmp in (stale, fresh):
+        pq.write_table(make_spans(1), tmp)
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+
+    assert [p.name for p in part.glob("*.parquet")] == [lake.list_segments("spans")[0].name]
+    assert lake.remove_stale_temp_files(min_age_s=60) == 1
+    assert not stale.exists() and fresh.exists()
+
+
+def test_compaction_merges_segments_and_keeps_rows_once(data_dir: Path) -> None:
+    lake = Lake(data_dir)
+    day2 = T0 + timedelta(days=1)
+    batches = [make_spans(5), make_spans(5), make_spans(3, start=day2), make_spans(5)]
+    for batch in batches:
+        lake.write("spans", batch)
+    everything = sorted(k for b in batches for k in _keys(b))
+    # A crash between compaction's rename and unlink leaves a copy: compaction removes it.
+    copy = lake.list_segments("spans", "date=2025-03-01")[0]
+    (copy.parent / "seg-99999999999999999999-copy.parquet").write_bytes(copy.read_bytes())
+
+    result = lake.compact("spans", min_segments=2)
+
+    assert (result.num_partitions, result.num_segments_in, result.num_segments_out) == (1, 4, 1)
+    assert (result.num_rows, result.num_duplicates) == (15, 5)
+    assert len(lake.list_segments("spans", "date=2025-03-01")) == 1
+    assert len(lake.list_segments("spans", "date=2025-03-02")) == 1  # below min_segments
+    assert sorted(_keys(_stored(lake))) == everything
+    merged = pq.read_table(lake.list_segments("spans", "date=2025-03-01")[0])
+    assert merged["start_time"].to_pylist() == sorted(merged["start_time"].to_pylist())
+    assert lake.compact("spans", min_segments=2).num_partitions == 0
+    # Writes after compaction still dedup against the merged segment.
+    assert lake.write("spans", batches[0]).num_duplicates == 5
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    picks=st.lists(st.integers(0, 19), min_size=1, max_size=60),
+    cuts=st.lists(st.integers(0, 60), max_size=4),
+    compact_after=st.integers(0, 4),
+)
+def test_any_split_of_any_resend_stores_each_key_once(
+    tmp_path_factory: pytest.TempPathFactory, picks: list[int], cuts: list[int], compact_after: int
+) -> None:
+    lake = Lake(tmp_path_factory.mktemp("lake"))
+    pool = [span_row(start_time=T0 + timedelta(hours=7 * i)) for i in range(20)]
+    rows = [pool[i] for i in picks]
+    bounds = sorted({0, len(rows), *(c for c in cuts if c < len(rows))})
+    written = duplicates = 0
+    for n, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        result = lake.write("spans", spans_table(rows[lo:hi]))
+        written += result.num_written
+        duplicates += result.num_duplicates
+        if n == compact_after:
+            lake.compact("spans", min_segments=2)
+    distinct = {(r["trace_id"], r["span_id"]) for r in rows}
+    assert (written, duplicates) == (len(distinct), len(rows) - len(distinct))
+    assert Counter(_keys(_stored(lake))) == Counter(dict.fromkeys(distinct, 1))
