@@ -10,6 +10,7 @@ import pytest
 
 from analytics.overview import overview_summary
 from analytics.scope import (
+    TRACE_MARGIN,
     Scope,
     data_time_range,
     list_models,
@@ -140,3 +141,45 @@ def test_quote_identifier() -> None:
 def test_metric_params_cannot_shadow_the_scope(conn: duckdb.DuckDBPyConnection) -> None:
     with pytest.raises(ValueError):
         run_scoped(conn, Scope("p", START, END), "SELECT 1", {"project": "q"})
+
+
+def test_scoped_traces_count_spans_within_the_trace_margin(tmp_path: Path) -> None:
+    """A trace counts its spans up to TRACE_MARGIN outside the window, and no further."""
+
+    def long_trace(call_offset: timedelta) -> list[dict[str, object]]:
+        root = span(project="p", start_time=START + timedelta(minutes=30), duration_ms=10.0)
+        call = span(
+            project="p",
+            trace_id=root["trace_id"],
+            parent_span_id=root["span_id"],
+            start_time=START + timedelta(minutes=30) + call_offset,
+            operation="chat",
+            response_model="gpt-4o",
+            input_tokens=100,
+            output_tokens=10,
+        )
+        return [root, call]
+
+    # the window ends 30 min after the root; one call lands 2 h later, one beyond the margin
+    inside_margin = long_trace(timedelta(hours=2))
+    beyond_margin = long_trace(TRACE_MARGIN + timedelta(hours=1))
+    before_window = span(project="p", start_time=START - timedelta(hours=3), duration_ms=5.0)
+    late_child = span(
+        project="p",
+        trace_id=before_window["trace_id"],
+        parent_span_id=before_window["span_id"],
+        start_time=START + timedelta(minutes=1),
+    )
+    conn = open_catalog(
+        write_lake(tmp_path, [*inside_margin, *beyond_margin, before_window, late_child])
+    )
+    rows = run_scoped(
+        conn,
+        Scope("p", START, END),
+        "SELECT trace_id, input_tokens FROM scoped_traces ORDER BY input_tokens",
+    ).to_pylist()
+    by_trace = {r["trace_id"]: r["input_tokens"] for r in rows}
+    # the trace that began 3 h before the window is not a request of this window
+    assert before_window["trace_id"] not in by_trace
+    assert by_trace[inside_margin[0]["trace_id"]] == 100
+    assert by_trace[beyond_margin[0]["trace_id"]] == 0  # the documented limit of the margin
