@@ -11,8 +11,11 @@ Results are frozen dataclasses or Polars frames with documented columns. Percent
 method everywhere (linear interpolation, :mod:`analytics.latency`). Cost is computed at read
 time from the versioned price table in ``prices.toml`` (:mod:`analytics.cost`).
 
-Modules, one per metric family: ``scope`` (scoping and filter lists), ``latency``
-(percentiles), ``overview`` (the Overview page), ``cost`` (prices).
+Modules, one per metric family: ``scope`` (scoping, routes and filter lists), ``latency``
+(percentiles of request latency, TTFT and TPOT; histograms; prefill vs decode), ``throughput``
+(requests per minute, tokens per second, concurrency), ``slos`` (the SLO file) and ``goodput``
+(good requests against the SLOs, burn rates), ``overview`` (the Overview page), ``cost`` (the
+price table and spend).
 
 This package imports ``store`` and nothing else of the project; ``app`` imports it.
 """
@@ -22,8 +25,31 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from analytics.latency import latency_percentiles
+from analytics.cost import (
+    cost_by_dimension,
+    cost_by_time,
+    cost_projection,
+    cost_summary,
+    most_expensive_traces,
+    unpriced_models,
+)
+from analytics.goodput import (
+    bad_requests,
+    burn_rate_by_time,
+    goodput_by_dimension,
+    goodput_by_time,
+    goodput_summary,
+    slo_misses,
+)
+from analytics.latency import (
+    latency_by_dimension,
+    latency_by_time,
+    latency_histogram,
+    latency_percentiles,
+    prefill_decode_by_model,
+)
 from analytics.overview import overview_summary, requests_by_time, top_models
+from analytics.throughput import concurrency_by_time, throughput_by_time, throughput_summary
 
 #: Every metric function, for completeness checks (each needs a test and a README row).
 METRICS: tuple[Callable[..., Any], ...] = (
@@ -31,4 +57,23 @@ METRICS: tuple[Callable[..., Any], ...] = (
     overview_summary,
     requests_by_time,
     top_models,
+    latency_by_dimension,
+    latency_by_time,
+    latency_histogram,
+    prefill_decode_by_model,
+    throughput_summary,
+    throughput_by_time,
+    concurrency_by_time,
+    goodput_summary,
+    goodput_by_time,
+    goodput_by_dimension,
+    burn_rate_by_time,
+    slo_misses,
+    bad_requests,
+    cost_summary,
+    cost_by_dimension,
+    cost_by_time,
+    most_expensive_traces,
+    unpriced_models,
+    cost_projection,
 )

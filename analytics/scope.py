@@ -8,13 +8,36 @@ expressions over the catalog views, with every value bound as a parameter.
 Filter semantics, per relation:
 
 * ``scoped_traces``: traces of the project whose (root) ``start_time`` is in ``[start, end)``,
-  whose root ``service_name`` is one of ``services`` and which made a call to one of ``models``.
+  whose root ``service_name`` is one of ``services``, which made a call to one of ``models`` and
+  whose route is one of ``routes``.
 * ``scoped_llm_calls``: model calls of the project that started in the window, ran in one of
-  ``services`` and whose ``model`` is one of ``models``.
+  ``services``, whose ``model`` is one of ``models`` and whose trace's route is one of ``routes``.
 * ``scoped_spans``: spans of the project that started in the window and ran in one of
-  ``services``; with a model filter, only spans whose model (response, else request) matches.
+  ``services``; with a model filter, only spans whose model (response, else request) matches;
+  with a route filter, only spans of traces on one of the routes.
+* ``scoped_roots``: a lookup, not a filter: one row per trace whose root span (no parent)
+  started within :data:`TRACE_MARGIN` of the window — ``project``, ``trace_id``, ``route``,
+  ``user_id``, ``session_id`` of that root (the earliest root if a trace has several). Metrics
+  join calls and spans to it to attribute them to their request's route, user or session.
 
-An empty ``services`` or ``models`` tuple means "no filter".
+* ``scoped_root_spans``: root spans (no parent) of the project that started in the window, in
+  one of ``services``, named one of ``routes``, of traces that made a call to one of ``models``.
+  The trace list reads these (one request each) instead of grouping every span.
+* ``scoped_trace_spans``, ``scoped_trace_calls``: every span (model call) of the project that
+  started from :data:`TRACE_SKEW` before the window to :data:`TRACE_MARGIN` after it, with no
+  other filter: a request whose root is in scope is read whole, whatever service or model its
+  other spans have. ``scoped_trace_feedback`` and ``scoped_trace_annotations``: the project's
+  feedback and annotations from ``TRACE_SKEW`` before the window on (late feedback counts).
+
+An empty ``services``, ``models`` or ``routes`` tuple means "no filter".
+
+**Route.** A request's route is its root span's *name*. OpenTelemetry's HTTP conventions name a
+server span ``{method} {http.route}`` (``POST /chat``), a low-cardinality template that already
+says what ``http.route`` says and tells ``GET /items`` from ``POST /items``; a root that is not
+an HTTP server (a job, an agent, an OpenInference ``query`` chain) is named for what it does.
+The name is also on ``traces`` already, so filtering or grouping by route costs no read of the
+attribute maps. Calls and spans of a trace whose root has not arrived have no route (they are
+left out by a route filter; grouped under ``null``).
 """
 
 from __future__ import annotations
@@ -31,10 +54,14 @@ import pyarrow as pa
 from store.catalog import query, quote_identifier
 
 __all__ = [
+    "RESERVED_PARAMS",
+    "TRACE_MARGIN",
+    "TRACE_SKEW",
     "Scope",
     "data_time_range",
     "list_models",
     "list_projects",
+    "list_routes",
     "list_services",
     "quote_identifier",
     "run_scoped",
@@ -50,6 +77,7 @@ class Scope:
     end: datetime
     services: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
+    routes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.end.tzinfo is None:
@@ -59,28 +87,96 @@ class Scope:
         # Accept any iterable of names but store a sorted tuple, so equal scopes hash alike.
         object.__setattr__(self, "services", tuple(sorted(set(self.services))))
         object.__setattr__(self, "models", tuple(sorted(set(self.models))))
+        object.__setattr__(self, "routes", tuple(sorted(set(self.routes))))
 
 
 _LEADING_WITH = re.compile(r"WITH\s+(?!RECURSIVE\b)", re.IGNORECASE)
-
-# The view each scoped relation reads, and the column (or expression) each filter tests.
-_SCOPED_RELATIONS: tuple[tuple[str, str, str], ...] = (
-    # (scoped name, catalog view, model predicate with a $models list parameter)
-    ("scoped_spans", "spans", "list_contains($models, coalesce(response_model, request_model))"),
-    ("scoped_llm_calls", "llm_calls", "list_contains($models, model)"),
-    (
-        "scoped_traces",
-        # Only the spans near the window are aggregated into traces (see TRACE_MARGIN).
-        "traces_between($trace_spans_from, $trace_spans_to)",
-        "list_has_any(models, $models)",
-    ),
-)
 
 #: How far outside the window a scoped trace's spans may start and still be counted. A trace
 #: is assumed to last less than this (and its clocks to disagree by less): the scoped traces
 #: aggregate only the spans in [start - margin, end + margin), so a query reads the lake near
 #: its window instead of grouping all of it.
 TRACE_MARGIN = timedelta(days=1)
+
+#: How much earlier than its root a span of the same request may start (the clocks of two
+#: services disagree by less). A request's spans are read from its root's start minus this,
+#: so reading whole requests costs no extra day of the lake before the window.
+TRACE_SKEW = timedelta(minutes=5)
+
+# Root spans near the window, one per trace: the request each call or span belongs to. Defined
+# first, so the route filter of the other relations can read it.
+_SCOPED_ROOTS_SQL = """
+SELECT project, trace_id, r.route AS route, r.user_id AS user_id, r.session_id AS session_id
+FROM (
+    SELECT
+        project,
+        trace_id,
+        arg_min(
+            struct_pack(route := name, user_id := user_id, session_id := session_id),
+            struct_pack(start_time := start_time, span_id := span_id)
+        ) AS r
+    FROM spans
+    WHERE project = $project
+        AND start_time >= $trace_spans_from AND start_time < $trace_spans_to
+        AND coalesce(parent_span_id, '') = ''
+    GROUP BY project, trace_id
+)
+"""
+
+_IN_ROUTES = "trace_id IN (SELECT trace_id FROM scoped_roots WHERE list_contains($routes, route))"
+
+# The view each scoped relation reads, and the predicate each optional filter adds.
+_SCOPED_RELATIONS: tuple[tuple[str, str, str, str], ...] = (
+    # (scoped name, catalog view, model predicate, route predicate)
+    (
+        "scoped_spans",
+        "spans",
+        "list_contains($models, coalesce(response_model, request_model))",
+        _IN_ROUTES,
+    ),
+    ("scoped_llm_calls", "llm_calls", "list_contains($models, model)", _IN_ROUTES),
+    (
+        "scoped_traces",
+        # Only the spans near the window are aggregated into traces (see TRACE_MARGIN).
+        "traces_between($trace_spans_from, $trace_spans_to)",
+        "list_has_any(models, $models)",
+        "list_contains($routes, name)",
+    ),
+    (
+        # Root spans only: the trace list pages through these without grouping every span.
+        "scoped_root_spans",
+        "(SELECT * FROM spans WHERE coalesce(parent_span_id, '') = '')",
+        "trace_id IN (SELECT trace_id FROM scoped_trace_calls WHERE list_contains($models, model))",
+        "list_contains($routes, name)",
+    ),
+)
+
+# Every span, model call, feedback record and annotation that a trace of the window can have,
+# unfiltered: a trace is read whole (its totals, its search text) once its root is in scope.
+_NEAR_TRACES = "start_time >= $request_spans_from AND start_time < $trace_spans_to"
+_WHOLE_TRACE_RELATIONS: tuple[tuple[str, str, str], ...] = (
+    # (scoped name, catalog view, time predicate)
+    ("scoped_trace_spans", "spans", _NEAR_TRACES),
+    ("scoped_trace_calls", "llm_calls", _NEAR_TRACES),
+    # Feedback and reviews come after the trace, sometimes days later: no upper bound.
+    ("scoped_trace_feedback", "feedback", "time >= $request_spans_from"),
+    ("scoped_trace_annotations", "annotations", "time >= $request_spans_from"),
+)
+
+#: Parameter names the scope binds; a metric's own parameters must use other names.
+RESERVED_PARAMS = frozenset(
+    (
+        "project",
+        "start",
+        "end",
+        "services",
+        "models",
+        "routes",
+        "trace_spans_from",
+        "trace_spans_to",
+        "request_spans_from",
+    )
+)
 
 
 def _scope_ctes(scope: Scope) -> tuple[str, dict[str, Any]]:
@@ -91,18 +187,28 @@ def _scope_ctes(scope: Scope) -> tuple[str, dict[str, Any]]:
         "end": scope.end,
         "trace_spans_from": scope.start - TRACE_MARGIN,
         "trace_spans_to": scope.end + TRACE_MARGIN,
+        "request_spans_from": scope.start - TRACE_SKEW,
     }
     if scope.services:
         params["services"] = list(scope.services)
     if scope.models:
         params["models"] = list(scope.models)
-    ctes = []
-    for scoped, view, model_predicate in _SCOPED_RELATIONS:
+    if scope.routes:
+        params["routes"] = list(scope.routes)
+    ctes = [f"{quote_identifier('scoped_roots')} AS ({_SCOPED_ROOTS_SQL.strip()})"]
+    for scoped, view, near in _WHOLE_TRACE_RELATIONS:
+        ctes.append(
+            f"{quote_identifier(scoped)} AS "
+            f"(SELECT * FROM {quote_identifier(view)} WHERE project = $project AND {near})"
+        )
+    for scoped, view, model_predicate, route_predicate in _SCOPED_RELATIONS:
         predicates = ["project = $project", "start_time >= $start", "start_time < $end"]
         if scope.services:
             predicates.append("list_contains($services, service_name)")
         if scope.models:
             predicates.append(model_predicate)
+        if scope.routes:
+            predicates.append(route_predicate)
         where = " AND ".join(predicates)
         source = view if "(" in view else quote_identifier(view)
         ctes.append(f"{quote_identifier(scoped)} AS (SELECT * FROM {source} WHERE {where})")
@@ -118,12 +224,12 @@ def run_scoped(
     """Run metric ``sql`` (which reads ``scoped_*`` relations) on its own cursor; return Arrow.
 
     ``params`` are the metric's own named parameters (``$name``); they must not reuse the
-    scope's names (``project``, ``start``, ``end``, ``services``, ``models``). Metric SQL may
-    read ``$start`` and ``$end`` (e.g. to lay out time buckets) but never filters with them.
+    scope's names (:data:`RESERVED_PARAMS`). Metric SQL may read ``$start`` and ``$end`` (e.g.
+    to lay out time buckets) but never filters with them.
     """
     ctes, bound = _scope_ctes(scope)
     for key, value in (params or {}).items():
-        if key in bound or key in ("services", "models", "trace_spans_from", "trace_spans_to"):
+        if key in RESERVED_PARAMS:
             raise ValueError(f"parameter name {key!r} is reserved for the scope")
         bound[key] = value
     body = sql.strip()
@@ -195,3 +301,15 @@ ORDER BY model
 def list_models(conn: duckdb.DuckDBPyConnection, project: str) -> list[str]:
     """Every model name (response model, else request model) called in a project, sorted."""
     return [row["model"] for row in _run(conn, LIST_MODELS_SQL, {"project": project})]
+
+
+LIST_ROUTES_SQL = """
+SELECT DISTINCT name AS route FROM spans
+WHERE project = $project AND coalesce(parent_span_id, '') = '' AND name IS NOT NULL
+ORDER BY route
+"""
+
+
+def list_routes(conn: duckdb.DuckDBPyConnection, project: str) -> list[str]:
+    """Every route (root span name, see the module docstring) seen in a project, sorted."""
+    return [row["route"] for row in _run(conn, LIST_ROUTES_SQL, {"project": project})]

@@ -1,4 +1,4 @@
-"""The ``flywheel`` command: ingest, compact, sample data, the demo and the dashboard."""
+"""The ``flywheel`` command: ingest, serve, compact, sample data, reports, the demo and the dashboard."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
+from app.report import add_report_parser
 from app.settings import Settings, SettingsError
 from ingest.loader import FileReport, ingest_paths
 from store.lake import Lake
@@ -156,6 +157,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the OTLP receiver (HTTP and gRPC) until SIGTERM/SIGINT."""
+    from ingest.receiver import ConfigError, Limits, read_tokens, serve
+
+    settings = _settings(args)
+    try:
+        limits = Limits.from_env()
+        tokens = read_tokens()
+    except ConfigError as exc:
+        print(f"flywheel serve: {exc}", file=sys.stderr)
+        return 2
+
+    def ready(port: int, grpc_port: int | None) -> None:
+        grpc = f", OTLP/gRPC on {args.host}:{grpc_port}" if grpc_port else ""
+        auth = f"{len(tokens)} token(s)" if tokens else f"no auth, project {settings.project!r}"
+        print(f"flywheel serve: OTLP/HTTP on http://{args.host}:{port}{grpc} ({auth})", flush=True)
+
+    serve(
+        settings.data_dir,
+        host=args.host,
+        port=args.port,
+        grpc_port=None if args.grpc_port == 0 else args.grpc_port,
+        tokens=tokens,
+        project=settings.project,
+        limits=limits,
+        on_ready=ready,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with --help on every subcommand."""
     parser = argparse.ArgumentParser(
@@ -179,6 +210,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="receive OTLP traces over HTTP (4318) and gRPC (4317)",
+        description="Serve OTLP/HTTP (/v1/traces, /v1/feedback, /healthz, /metrics) and OTLP/gRPC "
+        "TraceService/Export. A batch is acknowledged only once it is fsynced in the write-ahead "
+        "log. Tokens: $FLYWHEEL_TOKENS ('token=project,...') or $FLYWHEEL_TOKENS_FILE; limits: "
+        "the FLYWHEEL_MAX_*/FLUSH_* variables (see the README).",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=4318, help="OTLP/HTTP port (default 4318)")
+    p.add_argument(
+        "--grpc-port", type=int, default=4317, help="OTLP/gRPC port (default 4317; 0: off)"
+    )
+    p.set_defaults(func=cmd_serve)
+
+    add_report_parser(sub, common)
 
     p = sub.add_parser(
         "compact",

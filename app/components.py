@@ -13,12 +13,21 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import duckdb
 import streamlit as st
 
 from analytics.cost import install_prices
-from analytics.scope import Scope, data_time_range, list_models, list_projects, list_services
+from analytics.scope import (
+    Scope,
+    data_time_range,
+    list_models,
+    list_projects,
+    list_routes,
+    list_services,
+)
+from analytics.slos import SLOConfig, load_slo_config
 from app.settings import Settings
 from store.catalog import open_catalog
 
@@ -90,17 +99,30 @@ def settings() -> Settings:
 
 
 @st.cache_resource(ttl=timedelta(minutes=1), show_spinner=False)
-def _open_catalog(data_dir: str) -> duckdb.DuckDBPyConnection:
+def _open_catalog(data_dir: str, price_file: str | None) -> duckdb.DuckDBPyConnection:
     # Reopened every minute so model names that arrive later get mapped to prices too.
     conn = open_catalog(Path(data_dir))
-    install_prices(conn)
+    install_prices(conn, price_file)
     return conn
 
 
 def catalog() -> duckdb.DuckDBPyConnection:
     """A cursor on the shared catalog connection for this script run (cursors are thread-safe
     to use one per thread; the connection itself is not)."""
-    return _open_catalog(str(settings().data_dir)).cursor()
+    config = settings()
+    price_file = None if config.price_file is None else str(config.price_file)
+    return _open_catalog(str(config.data_dir), price_file).cursor()
+
+
+@st.cache_data(ttl=timedelta(minutes=1), show_spinner=False)
+def _slo_config(path: str | None) -> SLOConfig:
+    return load_slo_config(None if path is None else Path(path))
+
+
+def slo_config() -> SLOConfig:
+    """The SLOs: ``FLYWHEEL_SLO_FILE`` when set, else the built-in ``analytics/slos.toml``."""
+    path = settings().slo_file
+    return _slo_config(None if path is None else str(path))
 
 
 def show_empty_lake(data_dir: Path) -> None:
@@ -134,6 +156,7 @@ _KEY_RANGE = "filter_range"
 _KEY_DATES = "filter_dates"
 _KEY_SERVICES = "filter_services"
 _KEY_MODELS = "filter_models"
+_KEY_ROUTES = "filter_routes"
 # The last filters chosen, kept outside widget state so they survive a page switch
 # (Streamlit forgets the state of widgets that a run does not draw, and clears the URL).
 _KEY_REMEMBERED = "filter_remembered"
@@ -191,6 +214,7 @@ def _remembered() -> dict[str, Any]:
             "end": params.get("end"),
             "service": params.get_all("service"),
             "model": params.get_all("model"),
+            "route": params.get_all("route"),
         }
     remembered: dict[str, Any] = st.session_state[_KEY_REMEMBERED]
     return remembered
@@ -205,7 +229,8 @@ def sidebar_filters(conn: duckdb.DuckDBPyConnection) -> Scope | None:
     """Draw the shared sidebar filters and return the scope they select (None: empty lake).
 
     The filters are project, time range (presets ending at the latest data, or custom dates),
-    services and models; they are mirrored into ``st.query_params`` so a link shows the same view.
+    services, models and routes (root span names, see :mod:`analytics.scope`); they are
+    mirrored into ``st.query_params`` so a link shows the same view.
     """
     projects = list_projects(conn)
     if not projects:
@@ -261,6 +286,16 @@ def sidebar_filters(conn: duckdb.DuckDBPyConnection) -> Scope | None:
     chosen_models: list[str] = sidebar.multiselect(
         "Models", models, key=_KEY_MODELS, placeholder="All models"
     )
+    routes = list_routes(conn, project)
+    _seed(_KEY_ROUTES, _only(remembered.get("route", []), routes))
+    st.session_state[_KEY_ROUTES] = _only(st.session_state[_KEY_ROUTES], routes)
+    chosen_routes: list[str] = sidebar.multiselect(
+        "Routes",
+        routes,
+        key=_KEY_ROUTES,
+        placeholder="All routes",
+        help="A request's route is its root span's name, e.g. `POST /chat`.",
+    )
     sidebar.caption(f"Data: `{settings().data_dir}`")
 
     chosen: dict[str, Any] = {
@@ -270,6 +305,7 @@ def sidebar_filters(conn: duckdb.DuckDBPyConnection) -> Scope | None:
         "end": (window.end - timedelta(days=1)).date().isoformat() if preset == "custom" else None,
         "service": chosen_services,
         "model": chosen_models,
+        "route": chosen_routes,
     }
     st.session_state[_KEY_REMEMBERED] = chosen
     _write_query_params(chosen)
@@ -279,17 +315,155 @@ def sidebar_filters(conn: duckdb.DuckDBPyConnection) -> Scope | None:
         end=window.end,
         services=tuple(chosen_services),
         models=tuple(chosen_models),
+        routes=tuple(chosen_routes),
     )
 
 
+#: The URL parameters the sidebar filters own; a page may add its own (a tab, a measure).
+FILTER_PARAMS = ("project", "range", "start", "end", "service", "model", "route")
+_MULTI_PARAMS = ("service", "model", "route")
+
+
 def _write_query_params(chosen: dict[str, Any]) -> None:
-    params = {key: value for key, value in chosen.items() if value not in (None, [])}
-    if params != {key: _url_value(key) for key in params} or set(st.query_params) - set(params):
-        st.query_params.from_dict(params)
+    # Only the filter keys are touched: a page's own parameters (its tab, say) stay.
+    for key in FILTER_PARAMS:
+        value = chosen.get(key)
+        if value in (None, []):
+            if key in st.query_params:
+                del st.query_params[key]
+        elif value != _url_value(key):
+            st.query_params[key] = value
 
 
 def _url_value(key: str) -> str | list[str] | None:
     values = st.query_params.get_all(key)
-    if key in ("service", "model"):
+    if key in _MULTI_PARAMS:
         return values
     return values[0] if values else None
+
+
+def url_choice(
+    widget: Any,
+    label: str,
+    options: Sequence[str],
+    key: str,
+    format_func: Any = str,
+    **kwargs: Any,
+) -> str:
+    """A page's own single-choice control (``st.selectbox``, ``st.segmented_control``…) whose
+    value lives in the URL under ``key`` as the option itself (short, stable), not its label.
+
+    The first option is the default and is left out of the URL.
+    """
+    if key not in st.session_state or st.session_state[key] not in options:
+        wanted = st.query_params.get(key)
+        st.session_state[key] = wanted if wanted in options else options[0]
+    value = widget(label, list(options), key=key, format_func=format_func, **kwargs)
+    chosen = value if value in options else options[0]
+    if chosen == options[0]:
+        if key in st.query_params:
+            del st.query_params[key]
+    elif st.query_params.get(key) != chosen:
+        st.query_params[key] = chosen
+    return str(chosen)
+
+
+# --------------------------------------------------------------------------- deep links
+
+#: The Traces page. Links follow its URL contract (``app/trace_links.py``): the sidebar's filter
+#: parameters plus ``from``/``to`` (an exact UTC window, ISO 8601, overriding ``range``),
+#: ``status``, ``op``, ``user``, ``missed_slo`` (an SLO name or ``any``), ``sort`` (``start``,
+#: ``duration``, ``ttft``, ``cost``, ``tokens``), and ``trace`` with ``t`` (its start) or
+#: ``session`` to open one.
+TRACES_PAGE = "/traces"
+
+#: A group of a breakdown table → the Traces parameter that selects it (provider has none).
+_GROUP_PARAMS = {
+    "model": "model",
+    "service": "service",
+    "route": "route",
+    "operation": "op",
+    "user": "user",
+    "session": "session",
+}
+
+
+def traces_link(scope: Scope, **extra: str | Sequence[str] | None) -> str:
+    """A link to the Traces list with this page's filters (from the URL) and drill-down ones.
+
+    ``extra`` keys replace filter parameters of the same name (``model="gpt-4o"`` narrows the
+    models); ``None`` drops one.
+    """
+    params: dict[str, Any] = {
+        key: _url_value(key) for key in FILTER_PARAMS if _url_value(key) not in (None, [])
+    }
+    params.setdefault("project", scope.project)
+    for key, value in extra.items():
+        if value is None or value == []:
+            params.pop(key, None)
+        else:
+            params[key] = value if isinstance(value, str) else list(value)
+    return f"{TRACES_PAGE}?{urlencode(params, doseq=True)}"
+
+
+def group_link(scope: Scope, by: str, value: Any, **extra: str) -> str | None:
+    """A Traces link narrowed to one group of a breakdown (a model, a route, a UTC day…);
+    ``None`` when the Traces list cannot select that group."""
+    if value is None:
+        return None
+    if by == "day":
+        start = datetime.combine(value, time()).replace(tzinfo=UTC)
+        return traces_link(
+            scope, **{"from": iso(start), "to": iso(start + timedelta(days=1))}, **extra
+        )
+    param = _GROUP_PARAMS.get(by)
+    return None if param is None else traces_link(scope, **{param: str(value)}, **extra)
+
+
+def trace_link(scope: Scope, trace_id: str, start: datetime | None = None) -> str:
+    """A link that opens one trace in the Traces page (``t``: its start, so it opens fast)."""
+    return traces_link(scope, trace=trace_id, t=None if start is None else iso(start))
+
+
+def iso(moment: datetime) -> str:
+    """A UTC timestamp for a URL: ``2026-11-22T00:00:00Z``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def bucket_label(bucket: timedelta) -> str:
+    """A time bucket in words: ``hour``, ``3 hours``, ``day``, ``15 minutes``."""
+    minutes = int(bucket.total_seconds() // 60)
+    for unit, size in (("week", 7 * 24 * 60), ("day", 24 * 60), ("hour", 60), ("minute", 1)):
+        if minutes >= size and minutes % size == 0:
+            count = minutes // size
+            return unit if count == 1 else f"{count} {unit}s"
+    return str(bucket)
+
+
+def chart_layout(figure: Any, title: str, height: int = 340) -> Any:
+    """The layout every page chart shares: a title, a compact margin, the legend below."""
+    figure.update_layout(
+        title=title,
+        height=height,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"orientation": "h", "y": -0.18},
+        hovermode="x unified",
+    )
+    return figure
+
+
+def selected_points(event: Any) -> list[dict[str, Any]]:
+    """The points a user selected (clicked or boxed) on a chart drawn with ``on_select``."""
+    try:
+        points = event.selection.points
+    except AttributeError:
+        return []
+    return list(points or [])
+
+
+def drill_down(label: str, url: str, help_text: str | None = None) -> None:
+    """A link into the Traces list (the page arrives with its own issue)."""
+    st.markdown(f"[{label} →]({url})", help=help_text)

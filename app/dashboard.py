@@ -23,6 +23,9 @@ PAGES = [
     st.Page(
         _PAGES_DIR / "overview.py", title="Overview", icon=":material/monitoring:", default=True
     ),
+    st.Page(_PAGES_DIR / "latency.py", title="Latency & goodput", icon=":material/speed:"),
+    st.Page(_PAGES_DIR / "cost.py", title="Cost", icon=":material/payments:"),
+    st.Page(_PAGES_DIR / "traces.py", title="Traces", icon=":material/account_tree:"),
 ]
 
 

@@ -17,16 +17,20 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    """Where the lake lives and which project data lands in by default."""
+    """Where the lake lives, which project data lands in by default, and the user's own
+    price and SLO files (``None``: the built-in ones)."""
 
     data_dir: Path = Path("flywheel-data")
     project: str = "default"
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8501
+    price_file: Path | None = None
+    slo_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read ``FLYWHEEL_DATA_DIR``, ``FLYWHEEL_PROJECT``, ``FLYWHEEL_DASHBOARD_HOST``/``_PORT``."""
+        """Read ``FLYWHEEL_DATA_DIR``, ``FLYWHEEL_PROJECT``, ``FLYWHEEL_DASHBOARD_HOST``/``_PORT``,
+        ``FLYWHEEL_PRICE_FILE`` and ``FLYWHEEL_SLO_FILE``."""
         env = os.environ if environ is None else environ
         settings = cls()
         if env.get("FLYWHEEL_DATA_DIR"):
@@ -40,6 +44,10 @@ class Settings:
                 settings,
                 dashboard_port=_port(env["FLYWHEEL_DASHBOARD_PORT"], "FLYWHEEL_DASHBOARD_PORT"),
             )
+        if env.get("FLYWHEEL_PRICE_FILE"):
+            settings = replace(settings, price_file=Path(env["FLYWHEEL_PRICE_FILE"]))
+        if env.get("FLYWHEEL_SLO_FILE"):
+            settings = replace(settings, slo_file=Path(env["FLYWHEEL_SLO_FILE"]))
         return settings.validated()
 
     def validated(self) -> Settings:
@@ -52,6 +60,12 @@ class Settings:
             raise SettingsError(
                 f"FLYWHEEL_DATA_DIR / --data-dir {self.data_dir}: exists and is not a folder"
             )
+        for name, path in (
+            ("FLYWHEEL_PRICE_FILE", self.price_file),
+            ("FLYWHEEL_SLO_FILE / --slo-file", self.slo_file),
+        ):
+            if path is not None and not path.is_file():
+                raise SettingsError(f"{name} {path}: no such file")
         return self
 
 

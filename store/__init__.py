@@ -7,7 +7,7 @@ Start-up replays every write-ahead log a crashed process left behind; the lake's
 that idempotent. ``Lake.compact`` merges small segments.
 
 Reads go through ``catalog.open_catalog``: each reader process gets its own in-memory DuckDB
-whose base views (``spans``, ``feedback``) glob the lake on every query, and whose derived
+whose base views (``spans``, ``feedback``, ``annotations``) glob the lake on every query, and whose derived
 views (``llm_calls``, ``traces``, ``sessions``) live in ``views.sql``, written to be
 transpiled to ClickHouse. ``schema`` is the public column contract.
 
@@ -16,6 +16,7 @@ This package imports no other project package.
 
 from store.catalog import open_catalog, query, quote_identifier, quote_literal, set_prices
 from store.lake import (
+    ANNOTATIONS,
     DEFAULT_SPECS,
     FEEDBACK,
     SPANS,
@@ -27,6 +28,7 @@ from store.lake import (
 from store.writer import Backlog, FlushResult, LakeWriter
 
 __all__ = [
+    "ANNOTATIONS",
     "DEFAULT_SPECS",
     "FEEDBACK",
     "SPANS",

@@ -1,7 +1,7 @@
 """The catalog: an in-memory DuckDB connection with views over the Parquet lake.
 
 Every reader process opens its own catalog; nothing here writes to the lake. The base views
-``spans`` and ``feedback`` scan ``<data>/<table>/date=*/*.parquet``; DuckDB expands that glob
+``spans``, ``feedback`` and ``annotations`` (one per ``TableSpec``) scan ``<data>/<table>/date=*/*.parquet``; DuckDB expands that glob
 again on every query, so segments written after the catalog was opened show up without a
 refresh. A typed empty table is unioned in (by name), so the views exist with the canonical
 column types before the first segment is written, and segments written before a column was
@@ -94,6 +94,9 @@ def open_catalog(
     lake = Lake(data_dir, specs)
     conn = duckdb.connect(":memory:")
     conn.execute("SET TimeZone = 'UTC'")
+    # Segments are immutable (new data is a new file name), so their footers can be cached:
+    # every query binds the views again, and without the cache it rereads every footer.
+    conn.execute("SET parquet_metadata_cache = true")
     for spec in specs:
         empty_table = f"_empty_{spec.name}"
         conn.register("_empty_arrow", spec.schema.empty_table())

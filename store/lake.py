@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from store.schema import FEEDBACK_SCHEMA, SPAN_SCHEMA
+from store.schema import ANNOTATION_SCHEMA, FEEDBACK_SCHEMA, SPAN_SCHEMA
 from store.wal import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,8 @@ class TableSpec:
 
 SPANS = TableSpec("spans", SPAN_SCHEMA, ("trace_id", "span_id"), "start_time")
 FEEDBACK = TableSpec("feedback", FEEDBACK_SCHEMA, ("feedback_id",), "time")
-DEFAULT_SPECS: tuple[TableSpec, ...] = (SPANS, FEEDBACK)
+ANNOTATIONS = TableSpec("annotations", ANNOTATION_SCHEMA, ("annotation_id",), "time")
+DEFAULT_SPECS: tuple[TableSpec, ...] = (SPANS, FEEDBACK, ANNOTATIONS)
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,24 @@ FEEDBACK_KINDS: frozenset[str] = frozenset(
     {"thumbs", "rating", "comment", "edit", "copy", "share", "report"}
 )
 
+#: Reviewer annotations of a trace or one of its spans (written by the dashboard): a ``label``
+#: (required), an optional ``score`` and ``comment``, and who wrote it (``author``). The lake is
+#: append-only, so editing an annotation means writing a new one; readers show them all.
+ANNOTATION_SCHEMA = pa.schema(
+    [
+        pa.field("project", pa.string(), nullable=False),
+        pa.field("annotation_id", pa.string(), nullable=False),
+        pa.field("trace_id", pa.string(), nullable=False),
+        pa.field("span_id", pa.string()),
+        pa.field("time", TIMESTAMP, nullable=False),
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("score", pa.float64()),
+        pa.field("comment", pa.string()),
+        pa.field("author", pa.string()),
+        pa.field("attributes", ATTRIBUTE_MAP),
+    ]
+)
+
 #: Span kinds as stored (OTLP enum value -> name).
 SPAN_KINDS: dict[int, str] = {
     0: "UNSPECIFIED",

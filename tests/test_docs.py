@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from analytics import METRICS
 from app.cli import build_parser
 from ingest.jsonl import decode_records
+from ingest.receiver_config import Limits
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
 
@@ -46,7 +48,17 @@ def test_every_command_is_documented() -> None:
 
 @pytest.mark.parametrize(
     "variable",
-    ["FLYWHEEL_DATA_DIR", "FLYWHEEL_PROJECT", "FLYWHEEL_DASHBOARD_HOST", "FLYWHEEL_DASHBOARD_PORT"],
+    [
+        "FLYWHEEL_DATA_DIR",
+        "FLYWHEEL_PROJECT",
+        "FLYWHEEL_DASHBOARD_HOST",
+        "FLYWHEEL_DASHBOARD_PORT",
+        "FLYWHEEL_PRICE_FILE",
+        "FLYWHEEL_SLO_FILE",
+        "FLYWHEEL_TOKENS",
+        "FLYWHEEL_TOKENS_FILE",
+        *("FLYWHEEL_" + f.name.upper() for f in dataclasses.fields(Limits)),
+    ],
 )
 def test_every_setting_is_documented(variable: str) -> None:
     assert f"| `{variable}` |" in README

@@ -9,9 +9,9 @@ from types import ModuleType
 import pytest
 
 import analytics
-from analytics import cost, latency, overview, scope
+from analytics import cost, goodput, latency, overview, scope, slos, throughput
 
-MODULES = (scope, latency, overview, cost)
+MODULES = (scope, latency, overview, cost, goodput, slos, throughput)
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import duckdb
@@ -11,7 +17,7 @@ import pytest
 from app.cli import build_parser, main
 
 GOLDEN = Path(__file__).parent.parent / "golden"
-SUBCOMMANDS = ("ingest", "compact", "sample-data", "demo", "dashboard")
+SUBCOMMANDS = ("ingest", "serve", "report", "compact", "sample-data", "demo", "dashboard")
 
 
 def _count(data_dir: Path, table: str = "spans") -> int:
@@ -141,3 +147,49 @@ def test_compact_keeps_every_row_once(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["compact", "--data-dir", str(data), "--tables", "spans"]) == 0
     assert _count(data) == before
     assert len(list((data / "spans").glob("*/*.parquet"))) < segments_before
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_acknowledges_a_batch_that_is_then_in_the_lake(tmp_path: Path) -> None:
+    """``flywheel serve`` end to end: ready line, an OTLP/JSON POST, a clean stop on SIGTERM."""
+    data, port = tmp_path / "lake", _free_port()
+    env = os.environ | {"FLYWHEEL_DATA_DIR": str(data), "FLYWHEEL_PROJECT": "web"}
+    env |= {"FLYWHEEL_TOKENS": "", "FLYWHEEL_TOKENS_FILE": "", "FLYWHEEL_DECODE_WORKERS": "0"}
+    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--grpc-port", "0"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        ready = process.stdout.readline()
+        assert f"OTLP/HTTP on http://127.0.0.1:{port}" in ready
+        assert "gRPC" not in ready and "project 'web'" in ready
+        body = (GOLDEN / "otlp_spec_example.in.json").read_bytes()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/traces",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
+            assert json.loads(response.read()) == {}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    # Stopping flushes the log, so the acknowledged span is in Parquet under the project.
+    files = sorted(str(p) for p in (data / "spans").glob("*/*.parquet"))
+    rows = duckdb.sql(f"SELECT project, name FROM read_parquet({files!r})").fetchall()
+    expected = json.loads(body)["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert sorted(rows) == sorted(("web", span["name"]) for span in expected)
+
+
+def test_serve_refuses_a_bad_setting_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FLYWHEEL_DATA_DIR", str(tmp_path / "lake"))
+    monkeypatch.setenv("FLYWHEEL_MAX_BODY_BYTES", "lots")
+    assert main(["serve", "--port", "0"]) == 2
+    assert "FLYWHEEL_MAX_BODY_BYTES='lots': not a number" in capsys.readouterr().err

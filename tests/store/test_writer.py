@@ -114,7 +114,7 @@ def test_a_live_writers_log_is_left_alone(data_dir: Path) -> None:
 
 def test_a_log_for_an_unknown_table_is_kept(data_dir: Path) -> None:
     wal = WalFile.create(data_dir / "wal")
-    wal.append_many([("annotations", pa.table({"x": [1]})), ("spans", make_spans(2))])
+    wal.append_many([("no_such_table", pa.table({"x": [1]})), ("spans", make_spans(2))])
     wal.close()
     with LakeWriter(data_dir) as writer:
         assert writer.recovered.results["spans"].num_written == 2
