@@ -50,6 +50,10 @@ ERROR_COLOR = "#D62728"
 _SAVED = "annotation_saved"
 
 
+#: Thickness of a span's bar, in rows.
+BAR_WIDTH = 0.7
+
+
 def waterfall_figure(trace: TraceDetail, selected: str | None = None) -> go.Figure:
     """A Gantt-style timeline: one bar per span in tree order, coloured by category."""
     rows = trace.tree.to_dicts()
@@ -66,6 +70,8 @@ def waterfall_figure(trace: TraceDetail, selected: str | None = None) -> go.Figu
             y=[i for i, _ in picked],
             x=[max(r["duration_ms"] or 0.0, 0.0) for _, r in picked],
             base=[r["offset_ms"] for _, r in picked],
+            # Explicit, or Plotly sizes a category's bars by the gap between its rows.
+            width=[BAR_WIDTH] * len(picked),
             marker={
                 "color": CATEGORY_COLORS[category],
                 "line": {
@@ -110,8 +116,8 @@ def waterfall_figure(trace: TraceDetail, selected: str | None = None) -> go.Figu
     figure.update_layout(
         barmode="overlay",
         height=max(240, 30 * len(rows) + 110),
-        margin={"l": 10, "r": 10, "t": 10, "b": 10},
-        legend={"orientation": "h", "y": -0.08, "yanchor": "top", "x": 0},
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0},
         bargap=0.25,
         xaxis={"title": "ms since the trace started", "rangemode": "tozero"},
         yaxis={

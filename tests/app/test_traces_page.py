@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -16,6 +17,7 @@ from analytics.scope import Scope, data_time_range
 from analytics.trace_detail import read_session, read_trace
 from analytics.traces import Range, TraceFilter, list_traces, sample_traces, sessions_by_user
 from app import components as ui
+from app.trace_view import BAR_WIDTH
 from store.catalog import open_catalog, query
 from tests.analytics.traces_lake import make_lake
 
@@ -192,6 +194,12 @@ def test_list_to_trace_to_span_to_session(
     spans = app.selectbox(key=f"trace_span_{nav}")
     assert spans.options == ["\u2003" * d + n for d, n in trace.tree.select("depth", "name").rows()]
     assert len(app.get("plotly_chart")) == 1  # the waterfall
+    figure = json.loads(app.get("plotly_chart")[0].proto.spec)
+    bars = [t for t in figure["data"] if t["type"] == "bar"]
+    # One bar per span, each on its own row and one row thick, whatever the gap between rows
+    # of the same kind.
+    assert sorted(y for t in bars for y in t["y"]) == list(range(trace.tree.height))
+    assert {w for t in bars for w in t["width"]} == {BAR_WIDTH}
 
     # Pick another span: its detail shows and the URL names it.
     target = trace.tree.row(trace.tree.height - 1, named=True)
