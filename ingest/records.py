@@ -35,6 +35,11 @@ class IngestError(ValueError):
         self.location = location
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type[IngestError], tuple[str, str, str]]:
+        # The receiver's decoder processes send errors back pickled; the default would call
+        # __init__ with the one formatted message.
+        return (IngestError, (self.source, self.location, self.reason))
+
 
 @dataclass
 class Decoded:

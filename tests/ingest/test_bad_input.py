@@ -6,6 +6,7 @@ import base64
 import copy
 import gzip
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -280,3 +281,15 @@ def test_unknown_file_type(tmp_path: Path) -> None:
     path.write_text("a,b\n")
     _, errors = _collect(path)
     assert "unknown file type" in errors[0].reason
+
+
+def test_an_error_survives_the_trip_back_from_a_decoder_process() -> None:
+    """The receiver decodes in worker processes, which send their errors back pickled."""
+    error = IngestError("POST /v1/traces", "resourceSpans[0].scopeSpans[0].spans[3]", "bad id")
+    copy_back = pickle.loads(pickle.dumps(error))
+    assert (copy_back.source, copy_back.location, copy_back.reason) == (
+        error.source,
+        error.location,
+        error.reason,
+    )
+    assert str(copy_back) == "POST /v1/traces: resourceSpans[0].scopeSpans[0].spans[3]: bad id"
