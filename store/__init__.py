@@ -14,18 +14,36 @@ transpiled to ClickHouse. ``schema`` is the public column contract.
 This package imports no other project package.
 """
 
-from store.catalog import open_catalog, query, quote_identifier, quote_literal, set_prices
-from store.lake import (
-    ANNOTATIONS,
-    DEFAULT_SPECS,
-    FEEDBACK,
-    SPANS,
-    CompactResult,
-    Lake,
-    TableSpec,
-    WriteResult,
-)
-from store.writer import Backlog, FlushResult, LakeWriter
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Names re-exported here, by module. Loaded on first use (PEP 562), so a process that only needs
+# ``store.schema`` (the receiver's decoder workers) does not import DuckDB.
+_EXPORTS = {
+    "store.catalog": ("open_catalog", "query", "quote_identifier", "quote_literal", "set_prices"),
+    "store.lake": (
+        "ANNOTATIONS",
+        "DEFAULT_SPECS",
+        "FEEDBACK",
+        "SPANS",
+        "CompactResult",
+        "Lake",
+        "TableSpec",
+        "WriteResult",
+    ),
+    "store.writer": ("Backlog", "FlushResult", "LakeWriter"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'store' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "ANNOTATIONS",

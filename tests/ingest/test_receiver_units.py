@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 import time
 import tracemalloc
 import zlib
@@ -18,6 +20,7 @@ from ingest.receiver_decode import BodyTooLarge, MalformedBody, decode_body, inf
 from tests.ingest.receiver_process import count_spans, make_request
 
 MiB = 1024 * 1024
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _bomb(inflated_mib: int) -> bytes:
@@ -171,3 +174,14 @@ def test_a_dead_decoder_process_is_replaced(tmp_path: Path) -> None:
         assert num_refused >= 1 and outcomes and outcomes[0].num_rows == 2
     finally:
         ingestor.close()
+
+
+def test_decoder_workers_do_not_load_the_query_engine() -> None:
+    """A decoder process needs the schema, not DuckDB or pandas (about 85 MiB each)."""
+    code = (
+        "import sys, ingest.receiver_decode; print(sorted({'duckdb', 'pandas'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.strip() == "[]"
