@@ -7,7 +7,10 @@ files. Writers from different processes (``flywheel serve``, ``flywheel ingest``
 on an exclusive ``flock`` of ``<data>/.lake.lock`` while they dedup and write.
 
 Dedup keeps the first copy of a key: within a batch, the first row; against the lake, the row
-already stored. Compaction merges a partition's small segments, renames the merged segment into
+already stored. A ``Lake`` remembers a 64-bit hash of every key in the partitions it wrote to
+recently (:class:`PartitionKeys`, 12 bytes a row), so a write reads only the keys of segments it
+has not seen (those another process wrote) instead of every stored key; a hash that matches is
+checked against the keys of the one segment it names, so dedup stays exact. Compaction merges a partition's small segments, renames the merged segment into
 place and only then unlinks the inputs, so a crash never loses rows; it may briefly leave both
 (readers can see a row twice for that instant), and the next compaction removes such copies.
 """
@@ -26,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from store.schema import ANNOTATION_SCHEMA, FEEDBACK_SCHEMA, SPAN_SCHEMA
@@ -43,6 +46,8 @@ ROW_GROUP_ROWS = 128 * 1024
 COMPRESSION = "zstd"
 _NS_PER_DAY = 86_400 * 10**9
 _ROW_INDEX = "__flywheel_row"
+#: Partitions per table whose key hashes a Lake keeps (the least recently written is dropped).
+KEY_INDEX_PARTITIONS = 4
 
 
 @dataclass(frozen=True)
@@ -131,11 +136,70 @@ def split_by_day(table: pa.Table, time_column: str) -> Iterator[tuple[str, pa.Ta
         yield partition_of(int(day)), table.filter(pa.array(days == day))
 
 
+def key_hashes(table: pa.Table, key_columns: Sequence[str]) -> np.ndarray:
+    """A 64-bit hash of each row's key (stable within a process, which is all it is used for)."""
+    if table.num_rows == 0:
+        return np.empty(0, dtype=np.uint64)
+    frame = pl.from_arrow(table.select(list(key_columns)), rechunk=False)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.hash_rows(seed=0).to_numpy().astype(np.uint64, copy=False)
+
+
+class PartitionKeys:
+    """Hashes of the keys stored in one partition, each with the segment that holds it.
+
+    ``segments`` are the files indexed so far. Hashes live in a sorted ``base`` plus a few sorted
+    recent runs that are merged into it once they reach a quarter of its size, so adding a
+    segment costs about its own size and a lookup is a binary search per run.
+    """
+
+    def __init__(self) -> None:
+        self.segments: list[str] = []
+        self.indexed: set[str] = set()
+        self._runs: list[tuple[np.ndarray, np.ndarray]] = []  # (sorted hashes, segment numbers)
+        self._base_size = 0
+
+    @property
+    def num_keys(self) -> int:
+        """How many stored keys are indexed."""
+        return sum(len(hashes) for hashes, _ in self._runs)
+
+    def add(self, segment: str, hashes: np.ndarray) -> None:
+        """Index a segment's key hashes."""
+        number = len(self.segments)
+        self.segments.append(segment)
+        self.indexed.add(segment)
+        order = np.argsort(hashes, kind="stable")
+        self._runs.append((hashes[order], np.full(len(hashes), number, dtype=np.int32)))
+        recent = sum(len(h) for h, _ in self._runs[1:])
+        if len(self._runs) > 8 or recent > max(self._base_size // 4, 65_536):
+            hashes_all = np.concatenate([h for h, _ in self._runs])
+            numbers_all = np.concatenate([n for _, n in self._runs])
+            order = np.argsort(hashes_all, kind="stable")
+            self._runs = [(hashes_all[order], numbers_all[order])]
+            self._base_size = len(hashes_all)
+
+    def matches(self, hashes: np.ndarray) -> dict[str, np.ndarray]:
+        """Segments holding a key with one of ``hashes``, each with the positions of those."""
+        found: dict[int, set[int]] = {}
+        for run_hashes, run_numbers in self._runs:
+            lo = np.searchsorted(run_hashes, hashes, side="left")
+            hi = np.searchsorted(run_hashes, hashes, side="right")
+            for position in np.flatnonzero(hi > lo):  # rare: a re-sent batch, or a collision
+                for number in run_numbers[lo[position] : hi[position]]:
+                    found.setdefault(int(number), set()).add(int(position))
+        return {
+            self.segments[number]: np.array(sorted(positions), dtype=np.int64)
+            for number, positions in found.items()
+        }
+
+
 class Lake:
     """The lake under one data directory; write and compact tables described by TableSpecs."""
 
     def __init__(self, data_dir: Path | str, specs: Sequence[TableSpec] = DEFAULT_SPECS) -> None:
         self.data_dir = Path(data_dir)
+        self._keys: dict[tuple[str, str], PartitionKeys] = {}
         self.specs = {spec.name: spec for spec in specs}
 
     def spec(self, table_name: str) -> TableSpec:
@@ -173,6 +237,22 @@ class Lake:
             segments.extend(sorted((root / part).glob("*.parquet")))
         return segments
 
+    def _key_index(self, spec: TableSpec, partition: str) -> PartitionKeys:
+        """The partition's key index, brought up to date with its segments (call it locked)."""
+        on_disk = {path.name: path for path in self.list_segments(spec.name, partition)}
+        index = self._keys.pop((spec.name, partition), None)
+        if index is None or not index.indexed <= on_disk.keys():
+            index = PartitionKeys()  # first write here, or segments were compacted away
+        for name, path in on_disk.items():
+            if name not in index.indexed:  # written by another process (or before this one)
+                stored = pq.read_table(path, columns=list(spec.key_columns))
+                index.add(name, key_hashes(stored, spec.key_columns))
+        self._keys[(spec.name, partition)] = index  # the most recently used last
+        mine = [key for key in self._keys if key[0] == spec.name]
+        for key in mine[: max(0, len(mine) - KEY_INDEX_PARTITIONS)]:
+            del self._keys[key]
+        return index
+
     def has_data(self, table_name: str) -> bool:
         """Whether the table has at least one segment."""
         root = self.table_dir(table_name)
@@ -199,12 +279,18 @@ class Lake:
         segments: list[Path] = []
         with self.locked():
             for partition, part_rows in split_by_day(rows, spec.time_column):
-                existing = self.list_segments(table_name, partition)
-                fresh = _drop_existing(part_rows, existing, spec.key_columns)
+                index = self._key_index(spec, partition)
+                hashes = key_hashes(part_rows, spec.key_columns)
+                fresh_mask = _not_stored(
+                    part_rows, hashes, index, self.table_dir(spec.name) / partition, spec
+                )
+                fresh = part_rows if fresh_mask is None else part_rows.filter(fresh_mask)
                 num_duplicates += part_rows.num_rows - fresh.num_rows
                 if fresh.num_rows == 0:
                     continue
-                segments.append(self._write_segment(spec, partition, fresh))
+                segment = self._write_segment(spec, partition, fresh)
+                segments.append(segment)
+                index.add(segment.name, hashes if fresh_mask is None else hashes[fresh_mask])
                 num_written += fresh.num_rows
         return WriteResult(num_written, num_duplicates, tuple(segments))
 
@@ -287,21 +373,25 @@ class Lake:
         return final
 
 
-def _drop_existing(
-    rows: pa.Table, segments: Sequence[Path], key_columns: Sequence[str]
-) -> pa.Table:
-    """Rows whose key is in none of ``segments`` (reads only the key columns)."""
-    if not segments or rows.num_rows == 0:
-        return rows
-    keys = list(key_columns)
-    stored = ds.dataset([str(p) for p in segments], format="parquet").to_table(columns=keys)
-    if stored.num_rows == 0:
-        return rows
-    indexed = rows.select(keys).append_column(
-        _ROW_INDEX, pa.array(np.arange(rows.num_rows, dtype=np.int64))
-    )
-    fresh = indexed.join(stored, keys=keys, join_type="left anti", use_threads=False)
-    if fresh.num_rows == rows.num_rows:
-        return rows
-    index = fresh.column(_ROW_INDEX)
-    return rows.take(pc.take(index, pc.sort_indices(index)))
+def _not_stored(
+    rows: pa.Table, hashes: np.ndarray, index: PartitionKeys, part_dir: Path, spec: TableSpec
+) -> np.ndarray | None:
+    """Which rows have a key that no segment of the partition holds (None: all of them).
+
+    Only the segments the index names for a matching hash are read, and only their keys.
+    """
+    hits = index.matches(hashes)
+    if not hits:
+        return None
+    keys = list(spec.key_columns)
+    fresh = np.ones(rows.num_rows, dtype=bool)
+    for segment, positions in hits.items():
+        candidates = (
+            rows.select(keys)
+            .take(pa.array(positions))
+            .append_column(_ROW_INDEX, pa.array(positions))
+        )
+        stored = pq.read_table(part_dir / segment, columns=keys)
+        present = candidates.join(stored, keys=keys, join_type="left semi", use_threads=False)
+        fresh[present.column(_ROW_INDEX).to_numpy()] = False
+    return fresh
