@@ -263,7 +263,10 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:,.1f}" if abs(value) >= 1000 else f"{value:.6g}"
+        # For reading; JSON and CSV carry full precision.
+        if abs(value) >= 1000:
+            return f"{value:,.0f}" if value.is_integer() else f"{value:,.1f}"
+        return f"{value:.4g}"
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, list):
