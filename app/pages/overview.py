@@ -87,14 +87,18 @@ def _time_series(series: pl.DataFrame, bucket_label: str) -> None:
     right.plotly_chart(latency)
 
 
-def _top_models(models: pl.DataFrame) -> None:
+def _top_models(models: pl.DataFrame, scope: Scope) -> None:
     st.subheader("Top models")
     if models.is_empty():
         st.caption("No model calls in this range.")
         return
-    shown = models.with_columns(pl.col("model").fill_null("(unknown)"))
+    links = [ui.group_link(scope, "model", model) for model in models["model"].to_list()]
+    shown = models.with_columns(
+        pl.col("model").fill_null("(unknown)"), pl.Series("traces", links, dtype=pl.String)
+    )
     st.dataframe(
         shown.select(
+            "traces",
             "model",
             "provider",
             "calls",
@@ -106,6 +110,9 @@ def _top_models(models: pl.DataFrame) -> None:
         ),
         hide_index=True,
         column_config={
+            "traces": st.column_config.LinkColumn(
+                "Traces", display_text="open", help="The requests that called this model"
+            ),
             "model": "Model",
             "provider": "Provider",
             "calls": st.column_config.NumberColumn("Calls", format="localized"),
@@ -147,9 +154,12 @@ def render(scope: Scope) -> None:
     if summary.num_requests == 0 and summary.num_llm_calls == 0:
         st.info("No requests in this time range. Widen the range or clear the filters.")
         return
+    left, right, _ = st.columns([1, 1, 3])
+    left.link_button("Open these requests in Traces", ui.traces_link(scope))
+    right.link_button("Only the failed ones", ui.traces_link(scope, status="error"))
     bucket = choose_bucket(scope.start, scope.end)
     _time_series(requests_by_time(conn, scope, bucket), _bucket_label(bucket))
-    _top_models(top_models(conn, scope, limit=10))
+    _top_models(top_models(conn, scope, limit=10), scope)
 
 
 def _bucket_label(bucket: timedelta) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -109,3 +110,20 @@ def test_empty_lake_explains_how_to_load_data(
     text = " ".join(info.value for info in app.info)
     assert "flywheel ingest" in text and "flywheel demo" in text
     assert not app.metric
+
+
+def test_the_overview_links_into_the_traces_list(
+    lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = _run(lake, monkeypatch, range="all", service=["worker"])
+    urls = [parse_qs(urlsplit(b.proto.url).query) for b in app.get("link_button")]
+    assert [urlsplit(b.proto.url).path for b in app.get("link_button")] == ["/traces"] * 2
+    assert all(u["range"] == ["all"] and u["service"] == ["worker"] for u in urls)
+    assert "status" not in urls[0] and urls[1]["status"] == ["error"]
+    table = app.dataframe[0].value
+    for model, link in zip(table["model"], table["traces"], strict=True):
+        if model == "(unknown)":  # calls that name no model: the list cannot select them
+            assert link is None
+        else:
+            assert parse_qs(urlsplit(link).query)["model"] == [model]
+    assert table["traces"].notna().sum() >= 3
