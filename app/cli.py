@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -132,7 +131,9 @@ def _run_dashboard(settings: Settings, host: str, port: int) -> int:
         "minimal",
     ]
     print(f"Flywheel dashboard on http://{host}:{port}  (data: {settings.data_dir})", flush=True)
-    return subprocess.call(command, env=env)
+    # Become Streamlit rather than wait for it: a signal to this process (a terminal's Ctrl-C,
+    # `docker stop`, a test's terminate) then reaches the server instead of orphaning it.
+    os.execve(sys.executable, command, env)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -193,3 +194,25 @@ def test_serve_refuses_a_bad_setting_clearly(
     monkeypatch.setenv("FLYWHEEL_MAX_BODY_BYTES", "lots")
     assert main(["serve", "--port", "0"]) == 2
     assert "FLYWHEEL_MAX_BODY_BYTES='lots': not a number" in capsys.readouterr().err
+
+
+def test_stopping_the_dashboard_command_stops_the_server(tmp_path: Path) -> None:
+    """``flywheel dashboard`` becomes the Streamlit server, so a signal to it leaves no orphan."""
+    port = _free_port()
+    env = os.environ | {"FLYWHEEL_DATA_DIR": str(tmp_path / "lake")}
+    command = [sys.executable, "-m", "app.cli", "dashboard", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("the dashboard did not start")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
