@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import sys
 from collections.abc import Sequence
@@ -188,6 +189,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    """Print a hash for FLYWHEEL_DASHBOARD_PASSWORD_HASH; the password comes from stdin or a prompt."""
+    from app.passwords import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Dashboard password: ")
+        if getpass.getpass("Again: ") != password:
+            print("flywheel hash-password: the two passwords differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("flywheel hash-password: an empty password cannot protect anything", file=sys.stderr)
+        return 2
+    print(hash_password(password))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with --help on every subcommand."""
     parser = argparse.ArgumentParser(
@@ -229,6 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     add_report_parser(sub, common)
+
+    p = sub.add_parser(
+        "hash-password",
+        help="hash a dashboard password for FLYWHEEL_DASHBOARD_PASSWORD_HASH",
+        description="Read a password (a prompt, or the first line of stdin) and print its scrypt "
+        "hash. Set FLYWHEEL_DASHBOARD_PASSWORD_HASH to it and the dashboard asks for the password.",
+    )
+    p.set_defaults(func=cmd_hash_password)
 
     p = sub.add_parser(
         "compact",

@@ -1,7 +1,11 @@
 """The Streamlit entry point (``streamlit run app/dashboard.py``): page navigation only.
 
-Each page is a script in ``app/pages/`` that draws the shared sidebar filters and calls
-``analytics``; adding a page is one line in ``PAGES``.
+Each page is a script in ``app/screens/`` that draws the shared sidebar filters and calls
+``analytics``; adding a page is one line in ``PAGES``. (Not ``app/pages/``: Streamlit still
+treats a ``pages/`` folder beside the entry script as the old automatic navigation and shows
+its file names in the sidebar when a page is opened by its URL.)
+
+Sign-in (:mod:`app.auth`) runs before navigation, so no page runs until the visitor is in.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-_PAGES_DIR = Path(__file__).resolve().parent / "pages"
+from app.auth import require_sign_in, signed_in  # noqa: E402 (needs the path above)
+from app.settings import Settings  # noqa: E402
+
+_PAGES_DIR = Path(__file__).resolve().parent / "screens"
 
 PAGES = [
     st.Page(
@@ -32,7 +39,12 @@ PAGES = [
 def main() -> None:
     """Configure the app and run the selected page."""
     st.set_page_config(page_title="Flywheel", page_icon=":material/cyclone:", layout="wide")
-    st.navigation(PAGES).run()
+    password_hash = Settings.from_env().dashboard_password_hash
+    # Navigation first, so a deep link (/cost?…) still opens its page after signing in; its
+    # menu stays hidden, and the page does not run, until then.
+    page = st.navigation(PAGES, position="sidebar" if signed_in(password_hash) else "hidden")
+    require_sign_in(password_hash)
+    page.run()
 
 
 main()

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from app.passwords import PasswordHashError, parse_hash
+
 _PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -26,11 +28,12 @@ class Settings:
     dashboard_port: int = 8501
     price_file: Path | None = None
     slo_file: Path | None = None
+    dashboard_password_hash: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read ``FLYWHEEL_DATA_DIR``, ``FLYWHEEL_PROJECT``, ``FLYWHEEL_DASHBOARD_HOST``/``_PORT``,
-        ``FLYWHEEL_PRICE_FILE`` and ``FLYWHEEL_SLO_FILE``."""
+        ``FLYWHEEL_PRICE_FILE``, ``FLYWHEEL_SLO_FILE`` and ``FLYWHEEL_DASHBOARD_PASSWORD_HASH``."""
         env = os.environ if environ is None else environ
         settings = cls()
         if env.get("FLYWHEEL_DATA_DIR"):
@@ -48,6 +51,10 @@ class Settings:
             settings = replace(settings, price_file=Path(env["FLYWHEEL_PRICE_FILE"]))
         if env.get("FLYWHEEL_SLO_FILE"):
             settings = replace(settings, slo_file=Path(env["FLYWHEEL_SLO_FILE"]))
+        if env.get("FLYWHEEL_DASHBOARD_PASSWORD_HASH"):
+            settings = replace(
+                settings, dashboard_password_hash=env["FLYWHEEL_DASHBOARD_PASSWORD_HASH"].strip()
+            )
         return settings.validated()
 
     def validated(self) -> Settings:
@@ -66,6 +73,11 @@ class Settings:
         ):
             if path is not None and not path.is_file():
                 raise SettingsError(f"{name} {path}: no such file")
+        if self.dashboard_password_hash is not None:
+            try:
+                parse_hash(self.dashboard_password_hash)
+            except PasswordHashError as exc:
+                raise SettingsError(f"FLYWHEEL_DASHBOARD_PASSWORD_HASH: {exc}") from None
         return self
 
 

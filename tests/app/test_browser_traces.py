@@ -87,6 +87,9 @@ def test_a_deep_link_opens_the_trace_and_shows_its_spans(page: Any, picked: Trac
     page.get_by_text("Prompt", exact=True).first.wait_for(timeout=30_000)
     assert page.locator('[data-testid="stChatMessage"]').count() >= 2
     assert page.get_by_role("heading", name=picked.root.name or "").count() >= 1
+    # Opened by its URL, the sidebar still lists the pages by title (not by file name).
+    nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+    assert "Latency & goodput" in nav and "dashboard" not in nav
     _shot(page, "traces-trace")
 
 

@@ -18,7 +18,16 @@ import pytest
 from app.cli import build_parser, main
 
 GOLDEN = Path(__file__).parent.parent / "golden"
-SUBCOMMANDS = ("ingest", "serve", "report", "compact", "sample-data", "demo", "dashboard")
+SUBCOMMANDS = (
+    "ingest",
+    "serve",
+    "report",
+    "hash-password",
+    "compact",
+    "sample-data",
+    "demo",
+    "dashboard",
+)
 
 
 def _count(data_dir: Path, table: str = "spans") -> int:

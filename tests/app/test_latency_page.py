@@ -18,7 +18,7 @@ from app import components as ui
 from store.catalog import open_catalog
 from tests.analytics.lake import random_traces, write_lake
 
-PAGE = str(Path(__file__).resolve().parents[2] / "app" / "pages" / "latency.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app" / "screens" / "latency.py")
 
 
 @pytest.fixture(scope="module")

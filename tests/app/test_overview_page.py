@@ -15,7 +15,7 @@ from app import components as ui
 from store.catalog import open_catalog
 from tests.analytics.lake import random_traces, write_lake
 
-PAGE = str(Path(__file__).resolve().parents[2] / "app" / "pages" / "overview.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app" / "screens" / "overview.py")
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from app.trace_view import BAR_WIDTH
 from store.catalog import open_catalog, query
 from tests.analytics.traces_lake import make_lake
 
-PAGE = str(Path(__file__).resolve().parents[2] / "app" / "pages" / "traces.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app" / "screens" / "traces.py")
 
 
 @pytest.fixture(scope="module")

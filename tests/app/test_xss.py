@@ -32,7 +32,7 @@ from tests.app.xss_lake import (
     make_xss_lake,
 )
 
-PAGE = str(Path(__file__).resolve().parents[2] / "app" / "pages" / "traces.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app" / "screens" / "traces.py")
 # A payload is live in Markdown if it survives unescaped: an HTML tag, an image, a link, or a
 # bare URL (GitHub-flavoured Markdown links those by itself).
 LIVE_MARKDOWN = re.compile(

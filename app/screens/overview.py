@@ -155,8 +155,8 @@ def render(scope: Scope) -> None:
         st.info("No requests in this time range. Widen the range or clear the filters.")
         return
     left, right, _ = st.columns([1, 1, 3])
-    left.link_button("Open these requests in Traces", ui.traces_link(scope))
-    right.link_button("Only the failed ones", ui.traces_link(scope, status="error"))
+    left.link_button("Open in Traces", ui.traces_link(scope))
+    right.link_button("Failed ones in Traces", ui.traces_link(scope, status="error"))
     bucket = choose_bucket(scope.start, scope.end)
     _time_series(requests_by_time(conn, scope, bucket), _bucket_label(bucket))
     _top_models(top_models(conn, scope, limit=10), scope)
