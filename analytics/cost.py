@@ -495,7 +495,7 @@ WITH per_trace AS (
         count(*) FILTER (
             WHERE total_cost_usd IS NULL AND (input_tokens IS NOT NULL OR output_tokens IS NOT NULL)
         ) AS num_unpriced_calls,
-        list(DISTINCT model ORDER BY model) FILTER (WHERE model IS NOT NULL) AS models,
+        list_sort(list_distinct(list(model) FILTER (WHERE model IS NOT NULL))) AS models,
         arg_min(user_id, start_time) FILTER (WHERE user_id IS NOT NULL) AS call_user_id,
         arg_min(session_id, start_time) FILTER (WHERE session_id IS NOT NULL) AS call_session_id
     FROM scoped_llm_calls

@@ -476,7 +476,7 @@ WITH page_spans AS (
         CAST(sum(output_tokens) AS BIGINT) AS output_tokens,
         sum(total_cost_usd) AS total_cost_usd,
         arg_min(ttft_ms, start_time) FILTER (WHERE ttft_ms IS NOT NULL) AS ttft_ms,
-        array_agg(DISTINCT model ORDER BY model) FILTER (WHERE model IS NOT NULL) AS models,
+        list_sort(list_distinct(list(model) FILTER (WHERE model IS NOT NULL))) AS models,
         arg_min(input_text, start_time) FILTER (WHERE input_text IS NOT NULL) AS first_input,
         arg_max(output_text, start_time) FILTER (WHERE output_text IS NOT NULL) AS last_output
     FROM scoped_trace_calls
@@ -494,7 +494,7 @@ WITH page_spans AS (
     WHERE list_contains($f_ids, trace_id)
     GROUP BY trace_id
 ), labels AS (
-    SELECT trace_id, array_agg(DISTINCT label ORDER BY label) AS labels
+    SELECT trace_id, list_sort(list_distinct(list(label))) AS labels
     FROM scoped_trace_annotations
     WHERE list_contains($f_ids, trace_id)
     GROUP BY trace_id

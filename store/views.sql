@@ -122,7 +122,7 @@ call_totals AS (
         CAST(SUM(c.input_tokens) AS BIGINT) AS input_tokens,
         CAST(SUM(c.output_tokens) AS BIGINT) AS output_tokens,
         SUM(c.total_cost_usd) AS total_cost_usd,
-        ARRAY_AGG(DISTINCT c.model ORDER BY c.model) FILTER (WHERE c.model IS NOT NULL) AS models
+        LIST_SORT(LIST_DISTINCT(LIST(c.model) FILTER (WHERE c.model IS NOT NULL))) AS models
     FROM llm_calls AS c
     WHERE c.start_time >= window_start AND c.start_time < window_end
     GROUP BY c.project, c.trace_id
