@@ -1,4 +1,4 @@
-"""``python -m bench [ingest|overview|analytics|receiver|phoenix|all ...]``: run benchmarks, write their results.
+"""``python -m bench [ingest|overview|analytics|pages|receiver|phoenix|all ...]``: run benchmarks, write their results.
 
 Each benchmark module has ``NAME`` and ``run(log=...) -> (figures, details)``; this runs the
 chosen ones (default: all that exist), writes ``bench/results/<NAME>.json`` for each, prints
@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
     "ingest": "bench.ingest_file",
     "overview": "bench.overview_queries",
     "analytics": "bench.analytics_queries",
+    "pages": "bench.page_render",
     "receiver": "bench.receiver_load",
     "phoenix": "bench.phoenix_compare",
 }
