@@ -17,16 +17,14 @@ trace (the issues' targets).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.overview_queries import _REPO, _time, _windows, ensure_lake
-from bench.report import OUT_DIR, Figure
+from bench.overview_queries import _time, _windows, ensure_lake
+from bench.report import OUT_DIR, Figure, run_in_fresh_process
 
 NAME = "analytics_queries"
 ANALYTICS_TARGET_S = 1.0
@@ -118,15 +116,9 @@ def run(out_dir: Path = OUT_DIR, log: Callable[[str], None] = print) -> tuple[li
     """Time every function; return figures and details."""
     manifest = ensure_lake(out_dir, log)
     log(f"analytics: timing page queries on {manifest['num_spans']:,} spans (last 7 days) …")
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.analytics_queries", "--lake", manifest["path"]],
-        cwd=_REPO,
-        env=dict(os.environ),
-        stdout=subprocess.PIPE,
-        text=True,
-        check=True,
+    result: dict[str, Any] = run_in_fresh_process(
+        "bench.analytics_queries", "--lake", manifest["path"]
     )
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     spans = f"{manifest['num_spans'] / 1e6:.0f}M spans, last 7 days"
     figures = []
     for group, target, title in (

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.report import OUT_DIR, Figure
+from bench.report import OUT_DIR, Figure, run_in_fresh_process
 
 NAME = "overview_queries"
 LAKE_NAME = "lake-10m"
@@ -329,15 +328,9 @@ def run(out_dir: Path = OUT_DIR, log: Callable[[str], None] = print) -> tuple[li
     """Run the Overview query benchmark; return its figures and details."""
     manifest = ensure_lake(out_dir, log)
     log(f"overview: timing the Overview queries on {manifest['num_spans']:,} spans …")
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.overview_queries", "--lake", manifest["path"]],
-        cwd=_REPO,
-        env=dict(os.environ),
-        stdout=subprocess.PIPE,
-        text=True,
-        check=True,
+    result: dict[str, Any] = run_in_fresh_process(
+        "bench.overview_queries", "--lake", manifest["path"]
     )
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     spans = f"{manifest['num_spans'] / 1e6:.0f}M spans"
     figures = []
     for name, timing in result["page_setup"].items():

@@ -15,14 +15,13 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.report import OUT_DIR, Figure
+from bench.report import OUT_DIR, Figure, run_in_fresh_process
 
 NAME = "page_render"
 LAKE_NAME = "lake-1m"
@@ -76,15 +75,7 @@ def run(out_dir: Path = OUT_DIR, log: Callable[[str], None] = print) -> tuple[li
     """Render the pages on the 1M-span lake; return figures and details."""
     lake = ensure_lake(out_dir, log)
     log("pages: rendering each page with AppTest …")
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.page_render", str(lake)],
-        cwd=_REPO,
-        env=dict(os.environ),
-        stdout=subprocess.PIPE,
-        text=True,
-        check=True,
-    )
-    timings: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    timings: dict[str, Any] = run_in_fresh_process("bench.page_render", str(lake))
     figures = []
     for page, runs in timings.items():
         median = statistics.median(runs)

@@ -211,3 +211,17 @@ def update_readme() -> None:
     head, rest = text.split(TABLE_BEGIN, 1)
     _, tail = rest.split(TABLE_END, 1)
     README.write_text(head + block + tail)
+
+
+def run_in_fresh_process(module: str, *args: str) -> Any:
+    """Run ``python -m module args…`` from the repository root; return the JSON of its last
+    stdout line (a measurement in a process of its own: its caches and peak RSS are its own)."""
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=BENCH_DIR.parent,
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
