@@ -151,7 +151,7 @@ def tree_table(trace: TraceDetail) -> pl.DataFrame:
         .then(pl.lit("ok"))
         .otherwise(pl.lit(""))
         .alias("status"),
-        pl.col("model"),
+        pl.col("model").fill_null(""),
         pl.col("input_tokens"),
         pl.col("output_tokens"),
         pl.col("ttft_ms"),
