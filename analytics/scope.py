@@ -51,7 +51,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from store.catalog import query, quote_identifier
+from store.catalog import data_dir_of, query, quote_identifier, quote_literal
+from store.derived import CALL_COLUMNS_EXCLUDED, Derived, Kept, whole_hours
 
 __all__ = [
     "RESERVED_PARAMS",
@@ -134,11 +135,13 @@ _SCOPED_RELATIONS: tuple[tuple[str, str, str, str], ...] = (
         "list_contains($models, coalesce(response_model, request_model))",
         _IN_ROUTES,
     ),
-    ("scoped_llm_calls", "llm_calls", "list_contains($models, model)", _IN_ROUTES),
+    # Kept rows of the window's whole hours, and the calls of its partial hours (see below).
+    ("scoped_llm_calls", "scoped_call_rows", "list_contains($models, model)", _IN_ROUTES),
     (
         "scoped_traces",
-        # Only the spans near the window are aggregated into traces (see TRACE_MARGIN).
-        "traces_between($trace_spans_from, $trace_spans_to)",
+        # Only the spans near the window are aggregated into traces (see TRACE_MARGIN), from
+        # the kept parts of its whole hours and the spans of the partial hours at its ends.
+        "traces_from_parts('scoped_trace_parts')",
         "list_has_any(models, $models)",
         "list_contains($routes, name)",
     ),
@@ -175,20 +178,89 @@ RESERVED_PARAMS = frozenset(
         "trace_spans_from",
         "trace_spans_to",
         "request_spans_from",
+        "parts_from",
+        "parts_to",
+        "calls_from",
+        "calls_to",
     )
 )
 
+# store.derived keeps, per lake segment, the trace parts and the priced model calls. A scoped
+# query reads those kept rows for the whole hours of its window ([parts_from, parts_to) for the
+# traces' span window, [calls_from, calls_to) for the calls' window) and computes the rest from
+# the spans: only the partial hours at each end, each its own range scan (so the reader skips
+# the segments and row groups outside it). With nothing kept, every hour is computed.
+_DERIVED_CTES: tuple[tuple[str, str, str, str, str, str], ...] = (
+    # (scoped name, kept kind, time column, kept-hours bounds, edge relation over `source`)
+    (
+        "scoped_trace_parts",
+        "trace_parts",
+        "hour",
+        "parts_from",
+        "parts_to",
+        "SELECT * FROM trace_parts_of('scoped_edge_spans')",
+    ),
+    (
+        "scoped_call_rows",
+        "llm_calls",
+        "start_time",
+        "calls_from",
+        "calls_to",
+        f"SELECT * EXCLUDE ({', '.join(CALL_COLUMNS_EXCLUDED)}) "
+        "FROM llm_calls_of('scoped_edge_call_spans')",
+    ),
+)
+# The spans of each window's partial hours: (name, window start, kept from, kept to, window end)
+_EDGE_SPANS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("scoped_edge_spans", "trace_spans_from", "parts_from", "parts_to", "trace_spans_to"),
+    ("scoped_edge_call_spans", "start", "calls_from", "calls_to", "end"),
+)
 
-def _scope_ctes(scope: Scope) -> tuple[str, dict[str, Any]]:
+
+def _edge_spans_sql(params: Mapping[str, Any], lo: str, kept_lo: str, kept_hi: str, hi: str) -> str:
+    ranges = [
+        f"SELECT * FROM spans WHERE project = $project AND start_time >= ${a} AND start_time < ${b}"
+        for a, b in ((lo, kept_lo), (kept_hi, hi))
+        if params[a] < params[b]
+    ]
+    return " UNION ALL ".join(ranges) or "SELECT * FROM spans WHERE false"
+
+
+def _derived_sql(files: tuple[str, ...], time_column: str, lo: str, hi: str, edges: str) -> str:
+    if not files:
+        return edges
+    listed = ", ".join(quote_literal(name) for name in files)
+    return (
+        f"SELECT * FROM read_parquet([{listed}]) "
+        f"WHERE project = $project AND {time_column} >= ${lo} AND {time_column} < ${hi} "
+        f"UNION ALL BY NAME {edges}"
+    )
+
+
+def _scope_ctes(conn: duckdb.DuckDBPyConnection, scope: Scope) -> tuple[str, dict[str, Any]]:
     """The ``WITH`` body that defines the scoped relations, and its bound parameters."""
+    trace_spans_from = scope.start - TRACE_MARGIN
+    trace_spans_to = scope.end + TRACE_MARGIN
+    data_dir = data_dir_of(conn)
+    kept = (
+        Derived(data_dir).ensure(conn, trace_spans_from, trace_spans_to)
+        if data_dir is not None
+        else None
+    )
     params: dict[str, Any] = {
         "project": scope.project,
         "start": scope.start,
         "end": scope.end,
-        "trace_spans_from": scope.start - TRACE_MARGIN,
-        "trace_spans_to": scope.end + TRACE_MARGIN,
+        "trace_spans_from": trace_spans_from,
+        "trace_spans_to": trace_spans_to,
         "request_spans_from": scope.start - TRACE_SKEW,
     }
+    if kept is None or kept.start >= kept.end:  # nothing kept: compute every hour
+        kept = Kept({}, trace_spans_to, trace_spans_to)
+        params["calls_from"] = params["calls_to"] = scope.end
+    else:  # the calls' window lies inside the spans' window, so its segments are listed
+        params["calls_from"], params["calls_to"] = whole_hours(scope.start, scope.end)
+    params["parts_from"], params["parts_to"] = kept.start, kept.end
     if scope.services:
         params["services"] = list(scope.services)
     if scope.models:
@@ -196,6 +268,13 @@ def _scope_ctes(scope: Scope) -> tuple[str, dict[str, Any]]:
     if scope.routes:
         params["routes"] = list(scope.routes)
     ctes = [f"{quote_identifier('scoped_roots')} AS ({_SCOPED_ROOTS_SQL.strip()})"]
+    for name, *bounds in _EDGE_SPANS:
+        ctes.append(
+            f"{quote_identifier(name)} AS NOT MATERIALIZED ({_edge_spans_sql(params, *bounds)})"
+        )
+    for name, kind, time_column, lo, hi, edges in _DERIVED_CTES:
+        sql = _derived_sql(kept.files.get(kind, ()), time_column, lo, hi, edges)
+        ctes.append(f"{quote_identifier(name)} AS NOT MATERIALIZED ({sql})")
     for scoped, view, near in _WHOLE_TRACE_RELATIONS:
         ctes.append(
             f"{quote_identifier(scoped)} AS "
@@ -227,19 +306,34 @@ def run_scoped(
     scope's names (:data:`RESERVED_PARAMS`). Metric SQL may read ``$start`` and ``$end`` (e.g.
     to lay out time buckets) but never filters with them.
     """
-    ctes, bound = _scope_ctes(scope)
-    for key, value in (params or {}).items():
+    for key in params or {}:
         if key in RESERVED_PARAMS:
             raise ValueError(f"parameter name {key!r} is reserved for the scope")
-        bound[key] = value
     body = sql.strip()
     # A metric may have its own WITH clause: the scope's CTEs go first, the metric's after.
     own_with = _LEADING_WITH.match(body)
-    text = f"WITH {ctes},\n{body[own_with.end() :]}" if own_with else f"WITH {ctes}\n{body}"
     cur = conn.cursor()  # DuckDB connections are not thread-safe; a cursor per query is.
     try:
         cur.execute("SET TimeZone = 'UTC'")
-        return query(cur, text, bound)
+        for attempt in (1, 2):
+            ctes, bound = _scope_ctes(cur, scope)
+            bound.update(params or {})
+            text = f"WITH {ctes},\n{body[own_with.end() :]}" if own_with else f"WITH {ctes}\n{body}"
+            # DuckDB rejects unused parameters; which of the scope's a query uses depends on
+            # what is kept (a window without kept rows reads no kept-hours bounds).
+            bound = {
+                key: value
+                for key, value in bound.items()
+                if key not in RESERVED_PARAMS or re.search(rf"\${key}\b", text)
+            }
+            try:
+                return query(cur, text, bound)
+            except duckdb.IOException:
+                # A kept trace part vanished under the query (its segment was compacted):
+                # list the parts again.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
     finally:
         cur.close()
 

@@ -105,10 +105,25 @@ def open_catalog(
         conn.execute(base_view_sql(spec, lake.glob(spec.name), empty_table))
     for statement in read_views_sql():
         conn.execute(statement)
+    conn.execute("CREATE TABLE _catalog_settings (name VARCHAR PRIMARY KEY, value VARCHAR)")
+    conn.execute(
+        "INSERT INTO _catalog_settings VALUES ('data_dir', ?)", [str(Path(data_dir).resolve())]
+    )
     conn.executemany(
         "INSERT INTO llm_operations VALUES (?)", [[operation] for operation in LLM_OPERATIONS]
     )
     return conn
+
+
+def data_dir_of(conn: duckdb.DuckDBPyConnection) -> Path | None:
+    """The data directory a catalog reads (None for a catalog not opened on a lake)."""
+    try:
+        rows = conn.execute(
+            "SELECT value FROM _catalog_settings WHERE name = 'data_dir'"
+        ).fetchall()
+    except duckdb.CatalogException:
+        return None
+    return Path(rows[0][0]) if rows else None
 
 
 def set_prices(

@@ -9,9 +9,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from store.derived import CALL_COLUMNS_EXCLUDED
 from store.schema import SPAN_SCHEMA
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
@@ -42,6 +44,22 @@ def span(**fields: Any) -> dict[str, Any]:
     if row.get("end_time") is None:
         row["end_time"] = row["start_time"] + timedelta(milliseconds=row["duration_ms"])
     return row
+
+
+def stand_in_macros(conn: duckdb.DuckDBPyConnection) -> None:
+    """Make the scope read the plain tables ``traces`` and ``llm_calls`` of a stand-in catalog.
+
+    The scope builds its traces and model calls with the catalog's macros (``views.sql``); a
+    stand-in replaces them with macros over tables the test fills with exactly the rows it
+    needs (those of the tables that exist: create them first).
+    """
+    tables = {row[0] for row in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    conn.execute("CREATE MACRO trace_parts_of(src) AS TABLE SELECT 1 AS part")
+    if "traces" in tables:
+        conn.execute("CREATE MACRO traces_from_parts(parts) AS TABLE SELECT * FROM traces")
+    if "llm_calls" in tables:
+        unkept = ", ".join(f"NULL AS {name}" for name in CALL_COLUMNS_EXCLUDED)
+        conn.execute(f"CREATE MACRO llm_calls_of(src) AS TABLE SELECT *, {unkept} FROM llm_calls")
 
 
 def write_lake(data_dir: Path, rows: Iterable[dict[str, Any]]) -> Path:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from analytics.latency import PERCENTILES, latency_percentiles, linear_percentile
 from analytics.scope import Scope
-from tests.analytics.lake import T0
+from tests.analytics.lake import T0, stand_in_macros
 
 SCOPE = Scope(project="p", start=T0, end=T0 + timedelta(hours=1))
 
@@ -25,14 +25,11 @@ def _catalog_with(values: list[float | None]) -> duckdb.DuckDBPyConnection:
         "CREATE TABLE traces (project VARCHAR, start_time TIMESTAMPTZ, service_name VARCHAR,"
         " models VARCHAR[], duration_ms DOUBLE)"
     )
-    # The scope reads traces through the catalog's windowed macro; here it is the plain table.
-    conn.execute(
-        "CREATE MACRO traces_between(window_start, window_end) AS TABLE SELECT * FROM traces"
-    )
     conn.execute(
         "CREATE TABLE llm_calls (project VARCHAR, start_time TIMESTAMPTZ, service_name VARCHAR,"
         " model VARCHAR, duration_ms DOUBLE, ttft_ms DOUBLE)"
     )
+    stand_in_macros(conn)
     conn.execute(
         "CREATE TABLE spans (project VARCHAR, start_time TIMESTAMPTZ, service_name VARCHAR,"
         " request_model VARCHAR, response_model VARCHAR)"

@@ -28,7 +28,7 @@ from analytics.latency import (
 from analytics.scope import Scope
 from store.catalog import open_catalog
 from tests.analytics import reference_inference as ref
-from tests.analytics.lake import T0, random_traces, span, write_lake
+from tests.analytics.lake import T0, random_traces, span, stand_in_macros, write_lake
 
 ALL = Scope("default", T0 - timedelta(days=1), T0 + timedelta(days=4))
 MEASURES = ("request", "call", "ttft", "tpot")
@@ -301,6 +301,7 @@ def _stand_in(values: list[tuple[str, float]]) -> duckdb.DuckDBPyConnection:
     conn = duckdb.connect()
     conn.register("calls_arrow", calls)
     conn.execute("CREATE TABLE llm_calls AS SELECT * FROM calls_arrow")
+    stand_in_macros(conn)
     return conn
 
 

@@ -1,0 +1,230 @@
+"""Relations derived from each lake segment and kept beside the lake, so queries skip that work.
+
+Two steps cost most metrics the most: building requests from their spans (``views.sql``:
+``trace_parts_of`` then ``traces_from_parts``) and pricing model calls (``llm_calls_of``, an
+ASOF join). Over 30 days of 10M spans every query would group all the spans and price ~3M
+calls again. Both depend only on one segment's rows (and the prices), and segments are
+immutable, so they are computed once per segment and kept, one file per :data:`KINDS` entry:
+
+    <data>/_cache/derived/<fingerprint>/<kind>/date=YYYY-MM-DD/<segment name>
+
+* ``trace_parts``: one row per (project, trace_id, hour) of the segment's spans;
+* ``llm_calls``: the segment's model calls, priced, with every ``llm_calls`` column but the
+  texts, attribute maps, events and links (:data:`CALL_COLUMNS_EXCLUDED`).
+
+``fingerprint`` hashes what they depend on besides the rows (``views.sql``, the span schema,
+DuckDB's version, the prices, the model-to-price mapping and the model-call operations), so a
+price change starts a new folder instead of serving stale costs. A file is written to a temp
+name, fsynced and renamed, like a segment.
+
+A scoped query (``analytics.scope``) reads the kept rows of the hours that lie wholly inside its
+window and computes the rest from the spans, only for the partial hours at the window's two
+ends; the result is the same as computing everything from the spans. A segment written after
+``ensure`` listed the partitions is left out of the whole hours until the next query (the kept
+rows lag the lake by at most one query).
+
+The folder is a cache: deleting it loses nothing. Files of segments that compaction removed are
+deleted when ``ensure`` next lists their partition, and folders of other fingerprints a day after
+they were last written. When the data directory cannot be written, ``ensure`` returns ``None``
+and the query computes everything from the spans.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.resources
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+from store.catalog import quote_literal
+from store.lake import PARTITION_PREFIX, SPANS, Lake
+from store.wal import fsync_dir
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = "_cache"
+DERIVED_DIR = "derived"
+#: Columns of ``llm_calls`` that are not kept (no metric over many calls reads them).
+CALL_COLUMNS_EXCLUDED = (
+    "input_text",
+    "output_text",
+    "resource_attributes",
+    "attributes",
+    "events",
+    "links",
+)
+_EXCLUDE = ", ".join(CALL_COLUMNS_EXCLUDED)
+#: What is kept per segment: kind -> query over the segment's rows (the relation
+#: ``segment_spans``).
+KINDS: dict[str, str] = {
+    "trace_parts": "SELECT * FROM trace_parts_of('segment_spans')",
+    "llm_calls": f"SELECT * EXCLUDE ({_EXCLUDE}) FROM llm_calls_of('segment_spans')",
+}
+#: Folders of other fingerprints (other prices) are removed this long after their last write.
+STALE_FINGERPRINT_AGE = timedelta(days=1)
+_HOUR = timedelta(hours=1)
+
+# One build at a time per process: concurrent dashboard sessions would build the same parts.
+_build_lock = threading.Lock()
+
+_FINGERPRINT_SQL = """
+SELECT
+    (SELECT coalesce(string_agg(CAST(p AS VARCHAR), '|' ORDER BY p.model, p.effective_from), '')
+     FROM prices AS p)
+    || '#' ||
+    (SELECT coalesce(string_agg(CAST(m AS VARCHAR), '|' ORDER BY m.model), '')
+     FROM price_models AS m)
+    || '#' ||
+    (SELECT coalesce(string_agg(o.operation, '|' ORDER BY o.operation), '')
+     FROM llm_operations AS o)
+"""
+
+
+@dataclass(frozen=True)
+class Kept:
+    """The kept files (by kind) of the segments that may hold spans of the hours ``[start, end)``.
+
+    A file also holds rows outside those hours: readers filter on the hour.
+    """
+
+    files: dict[str, tuple[str, ...]]
+    start: datetime
+    end: datetime
+
+
+def whole_hours(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The hours wholly inside ``[start, end)``, as ``[first, last)`` (empty: first == last)."""
+    first = _floor_hour(start)
+    if first < start:
+        first += _HOUR
+    last = max(_floor_hour(end), first)
+    return first, last
+
+
+def _floor_hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def fingerprint(conn: duckdb.DuckDBPyConnection) -> str:
+    """What the parts of a segment depend on besides its rows, hashed."""
+    views = importlib.resources.files("store").joinpath("views.sql").read_bytes()
+    rows = conn.execute(_FINGERPRINT_SQL).fetchall()
+    digest = hashlib.sha256(views)
+    digest.update(str(SPANS.schema).encode())
+    digest.update(duckdb.__version__.encode())  # HASH() ranks the root candidates
+    digest.update(str(rows[0][0] if rows else "").encode())
+    return digest.hexdigest()[:16]
+
+
+class Derived:
+    """The kept relations of one lake's segments (see the module docstring)."""
+
+    def __init__(self, data_dir: Path | str) -> None:
+        self.lake = Lake(data_dir)
+        self.root = Path(data_dir) / CACHE_DIR / DERIVED_DIR
+
+    def ensure(
+        self, conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime
+    ) -> Kept | None:
+        """Kept files for every segment that may hold spans of the whole hours in ``[start, end)``.
+
+        Missing files are built first. Returns ``None`` when nothing can be kept (the data
+        directory is read-only): the caller computes from the spans.
+        """
+        first, last = whole_hours(start, end)
+        if first >= last:
+            return Kept({kind: () for kind in KINDS}, first, first)
+        cur = conn.cursor()
+        try:
+            cur.execute("SET TimeZone = 'UTC'")
+            base = self.root / fingerprint(cur)
+            files: dict[str, list[str]] = {kind: [] for kind in KINDS}
+            for partition in self._partitions(first, last):
+                for kind, names in self._partition_files(cur, base, partition).items():
+                    files[kind].extend(names)
+        except OSError as exc:
+            log.warning("kept relations unavailable (%s); computing from spans", exc)
+            return None
+        finally:
+            cur.close()
+        self._remove_stale_fingerprints(base.name)
+        return Kept({kind: tuple(names) for kind, names in files.items()}, first, last)
+
+    def _partitions(self, first: datetime, last: datetime) -> list[str]:
+        lo = f"{PARTITION_PREFIX}{first.astimezone(UTC).date().isoformat()}"
+        hi = f"{PARTITION_PREFIX}{(last - timedelta(microseconds=1)).astimezone(UTC).date()}"
+        return [p for p in self.lake.partitions(SPANS.name) if lo <= p <= hi]
+
+    def _partition_files(
+        self, cur: duckdb.DuckDBPyConnection, base: Path, partition: str
+    ) -> dict[str, list[str]]:
+        segments = self.lake.list_segments(SPANS.name, partition)
+        wanted = {segment.name for segment in segments}
+        for kind in KINDS:
+            kind_dir = base / kind / partition
+            if kind_dir.is_dir():
+                for stale in kind_dir.glob("*.parquet"):
+                    if stale.name not in wanted:  # its segment was compacted away
+                        stale.unlink(missing_ok=True)
+        files: dict[str, list[str]] = {kind: [] for kind in KINDS}
+        for segment in segments:
+            kept = {kind: base / kind / partition / segment.name for kind in KINDS}
+            if not all(path.exists() for path in kept.values()):
+                with _build_lock:
+                    if segment.exists():
+                        self._build(cur, segment, kept)
+            if all(path.exists() for path in kept.values()):
+                for kind, path in kept.items():
+                    files[kind].append(str(path.resolve()))
+        return files
+
+    def _build(self, cur: duckdb.DuckDBPyConnection, segment: Path, kept: dict[str, Path]) -> None:
+        source = quote_literal(str(segment.resolve()))
+        started = time.perf_counter()
+        for kind, path in kept.items():
+            if path.exists():
+                continue
+            if not path.parent.is_dir():
+                path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.parent / f".{path.stem}-{secrets.token_hex(4)}.parquet.tmp"
+            try:
+                cur.execute(
+                    "COPY (WITH segment_spans AS NOT MATERIALIZED ("
+                    "SELECT * FROM _empty_spans UNION ALL BY NAME SELECT * FROM "
+                    f"read_parquet({source}, union_by_name = true, hive_partitioning = false)) "
+                    f"{KINDS[kind]}) TO {quote_literal(str(tmp))} "
+                    "(FORMAT parquet, COMPRESSION zstd)"
+                )
+                with open(tmp, "rb") as handle:
+                    os.fsync(handle.fileno())
+                os.rename(tmp, path)
+            except duckdb.IOException:
+                # The segment was compacted away while we read it: nothing to keep.
+                tmp.unlink(missing_ok=True)
+                return
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            fsync_dir(path.parent)
+        log.debug("derived %s in %.3f s", segment.name, time.perf_counter() - started)
+
+    def _remove_stale_fingerprints(self, current: str) -> None:
+        if not self.root.is_dir():
+            return
+        cutoff = time.time() - STALE_FINGERPRINT_AGE.total_seconds()
+        for folder in self.root.iterdir():
+            if folder.name == current or not folder.is_dir():
+                continue
+            with contextlib.suppress(OSError):
+                if folder.stat().st_mtime < cutoff:
+                    shutil.rmtree(folder)

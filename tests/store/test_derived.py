@@ -1,0 +1,286 @@
+"""Kept trace parts and priced calls: the same numbers as the spans, kept fresh, never required."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from analytics.cost import install_prices, load_price_table
+from analytics.scope import Scope, run_scoped
+from store.catalog import open_catalog, set_prices
+from store.derived import CACHE_DIR, DERIVED_DIR, KINDS, Derived
+from store.lake import Lake
+from store.schema import LLM_OPERATIONS, SPAN_SCHEMA
+from tests.analytics.lake import T0, new_id, random_traces, span
+from tests.analytics.reference import call_cost
+
+Row = dict[str, Any]
+
+
+def _rows() -> list[Row]:
+    """Random traces over 48 h, plus traces that cross an hour and traces without a root."""
+    rows = random_traces(seed=11, num_traces=80, start=T0, span_hours=48.0)
+    rng = random.Random(5)
+    for hour in range(0, 48, 5):  # a root just before the hour, its model call just after
+        root = span(
+            start_time=T0 + timedelta(hours=hour + 1, seconds=-0.5),
+            duration_ms=2_000.0,
+            user_id=f"u-late-{hour}",
+        )
+        call = span(
+            trace_id=root["trace_id"],
+            parent_span_id=root["span_id"],
+            start_time=root["start_time"] + timedelta(seconds=1),
+            duration_ms=900.0,
+            operation="chat",
+            response_model="gpt-4o-2024-08-06",
+            input_tokens=rng.randint(10, 900),
+            output_tokens=rng.randint(2, 90),
+            ttft_ms=100.0,
+        )
+        rows += [root, call]
+    # calls at the very start and end of whole hours (the kept hours' bounds)
+    for at in (
+        timedelta(hours=3, seconds=0.5),
+        timedelta(hours=44, minutes=59, seconds=59),
+        timedelta(hours=45, minutes=5),  # in the partial hour at the end of the calls' window
+    ):
+        root = span(start_time=T0 + at - timedelta(milliseconds=5), duration_ms=3_000.0)
+        rows.append(root)
+        rows.append(
+            span(
+                trace_id=root["trace_id"],
+                parent_span_id=root["span_id"],
+                start_time=T0 + at,
+                duration_ms=700.0,
+                operation="chat",
+                response_model="gpt-4o-mini-2024-07-18",
+                input_tokens=321,
+                output_tokens=12,
+            )
+        )
+    # a request that lasted 23 h: it began before the "long" window, in the first whole hour
+    # of its span window, so it is not a request of that window
+    long_root = span(start_time=T0 + timedelta(hours=2, minutes=10), duration_ms=84_000_000.0)
+    rows += [
+        long_root,
+        span(
+            trace_id=long_root["trace_id"],
+            parent_span_id=long_root["span_id"],
+            start_time=T0 + timedelta(hours=25, minutes=30),
+        ),
+    ]
+    # a request of the "margin" window whose last span is in the partial hour at the end of
+    # its span window (the window's end + TRACE_MARGIN)
+    margin_root = span(start_time=T0 + timedelta(hours=20), duration_ms=87_000_000.0)
+    rows += [
+        margin_root,
+        span(
+            trace_id=margin_root["trace_id"],
+            parent_span_id=margin_root["span_id"],
+            start_time=T0 + timedelta(hours=44, minutes=10),
+        ),
+    ]
+    for i in range(6):  # the root never arrived: two children of a missing parent
+        trace_id, parent = new_id(32), new_id()
+        first = T0 + timedelta(hours=3 + 7 * i, minutes=i)
+        rows += [
+            span(trace_id=trace_id, parent_span_id=parent, start_time=first, duration_ms=50.0),
+            span(
+                trace_id=trace_id,
+                parent_span_id=parent,
+                start_time=first + timedelta(milliseconds=70),
+                duration_ms=400.0,
+                status_code="ERROR",
+            ),
+        ]
+    return rows
+
+
+def _write_in_batches(lake: Lake, rows: list[Row], batches: int, seed: int) -> None:
+    """Spread every trace's spans over several segments, as a receiver's flushes do."""
+    rng = random.Random(seed)
+    shuffled = rows[:]
+    rng.shuffle(shuffled)
+    for i in range(batches):
+        lake.write("spans", pa.Table.from_pylist(shuffled[i::batches], schema=SPAN_SCHEMA))
+
+
+def _reference(rows: list[Row], start: datetime, end: datetime) -> dict[str, Row]:
+    """The requests whose first span is in [start, end), computed from the spans by hand."""
+    by_trace: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        by_trace[row["trace_id"]].append(row)
+    out: dict[str, Row] = {}
+    for trace_id, spans in by_trace.items():
+        first = min(s["start_time"] for s in spans)
+        if not start <= first < end:
+            continue
+        roots = [s for s in spans if s["parent_span_id"] is None]
+        last = max(s["end_time"] for s in spans)
+        calls = [s for s in spans if s["operation"] in LLM_OPERATIONS]
+        users = sorted((s["start_time"], s["user_id"]) for s in spans if s["user_id"])
+        head = min(roots, key=lambda s: s["start_time"]) if roots else None
+        costs = [call_cost(c) for c in calls]
+        out[trace_id] = {
+            "name": head["name"] if head else min(spans, key=lambda s: s["start_time"])["name"],
+            "duration_ms": head["duration_ms"]
+            if head
+            else (last - first) / timedelta(milliseconds=1),
+            "has_root": head is not None,
+            "num_spans": len(spans),
+            "num_llm_calls": len(calls),
+            "input_tokens": sum(c["input_tokens"] or 0 for c in calls),
+            "has_error": any(s["status_code"] == "ERROR" for s in spans),
+            "user_id": users[0][1] if users else None,
+            "total_cost_usd": (
+                0.0
+                if not calls
+                else None
+                if all(c is None for c in costs)
+                else sum(c for c in costs if c is not None)
+            ),
+            "models": sorted(
+                {m for c in calls if (m := c["response_model"] or c["request_model"])}
+            ),
+        }
+    return out
+
+
+def _scoped_traces(conn: Any, start: datetime, end: datetime) -> dict[str, Row]:
+    table = run_scoped(
+        conn,
+        Scope("default", start, end),
+        "SELECT trace_id, name, duration_ms, has_root, num_spans, num_llm_calls, input_tokens,"
+        " has_error, user_id, total_cost_usd, models FROM scoped_traces",
+    )
+    return {row.pop("trace_id"): row for row in table.to_pylist()}
+
+
+def _assert_same(got: dict[str, Row], want: dict[str, Row]) -> None:
+    assert got.keys() == want.keys()
+    for trace_id, expected in want.items():
+        actual = got[trace_id]
+        for key, value in expected.items():
+            if isinstance(value, float):
+                assert math.isclose(actual[key], value, rel_tol=1e-9, abs_tol=1e-12), (
+                    trace_id,
+                    key,
+                )
+            else:
+                assert actual[key] == value, (trace_id, key)
+
+
+def _kept_files(data_dir: Path) -> list[Path]:
+    return sorted((data_dir / CACHE_DIR / DERIVED_DIR).glob("*/*/date=*/*.parquet"))
+
+
+WINDOWS = (
+    (T0, T0 + timedelta(hours=48)),  # whole hours
+    (T0 + timedelta(hours=5, minutes=17), T0 + timedelta(hours=29, seconds=31)),  # ragged ends
+    (T0 + timedelta(hours=40, minutes=59, seconds=59), T0 + timedelta(hours=41, minutes=1)),
+    (T0 + timedelta(hours=25, minutes=17), T0 + timedelta(hours=30)),  # see the 23-h request
+    (T0 + timedelta(hours=1), T0 + timedelta(hours=20, minutes=30)),  # see the margin request
+)
+
+
+@pytest.mark.parametrize(
+    "window", WINDOWS, ids=["aligned", "ragged", "two-minutes", "long", "margin"]
+)
+def test_requests_from_kept_parts_equal_the_spans_by_hand(
+    tmp_path: Path, window: tuple[datetime, datetime]
+) -> None:
+    rows = _rows()
+    _write_in_batches(Lake(tmp_path), rows, batches=3, seed=1)
+    conn = open_catalog(tmp_path)
+    install_prices(conn)
+    start, end = window
+    want = _reference(rows, start, end)
+    _assert_same(_scoped_traces(conn, start, end), want)  # builds the kept files
+    assert _kept_files(tmp_path), "the query kept nothing"
+    _assert_same(_scoped_traces(conn, start, end), want)  # reads them back
+
+
+def test_kept_calls_equal_the_calls_view(tmp_path: Path) -> None:
+    rows = _rows()
+    _write_in_batches(Lake(tmp_path), rows, batches=4, seed=2)
+    conn = open_catalog(tmp_path)
+    install_prices(conn)
+    start, end = T0 + timedelta(hours=2, minutes=30), T0 + timedelta(hours=45, minutes=10)
+    got = run_scoped(
+        conn,
+        Scope("default", start, end),
+        "SELECT span_id, model, tpot_ms, total_cost_usd FROM scoped_llm_calls ORDER BY span_id",
+    ).to_pylist()
+    want = sorted(
+        (r for r in rows if r["operation"] in LLM_OPERATIONS and start <= r["start_time"] < end),
+        key=lambda r: r["span_id"],
+    )
+    assert [g["span_id"] for g in got] == [w["span_id"] for w in want]
+    for g, w in zip(got, want, strict=True):
+        assert g["model"] == (w["response_model"] or w["request_model"])
+        cost = call_cost(w)
+        if cost is None:
+            assert g["total_cost_usd"] is None
+        else:
+            assert g["total_cost_usd"] == pytest.approx(cost, rel=1e-12)
+
+
+def test_a_price_change_is_not_served_from_the_old_prices(tmp_path: Path) -> None:
+    _write_in_batches(Lake(tmp_path), _rows(), batches=2, seed=3)
+    conn = open_catalog(tmp_path)
+    install_prices(conn)
+    scope = Scope("default", T0, T0 + timedelta(hours=48))
+    sql = "SELECT sum(total_cost_usd) AS usd FROM scoped_traces"
+    before = run_scoped(conn, scope, sql).to_pylist()[0]["usd"]
+    doubled = load_price_table().prices.to_pylist()
+    for price in doubled:
+        for key in price:
+            if key.endswith("_usd_per_mtok") and price[key] is not None:
+                price[key] *= 2
+    set_prices(conn, pa.Table.from_pylist(doubled))
+    after = run_scoped(conn, scope, sql).to_pylist()[0]["usd"]
+    assert before > 0
+    assert after == pytest.approx(2 * before, rel=1e-12)
+    assert len(list((tmp_path / CACHE_DIR / DERIVED_DIR).iterdir())) == 2  # one per price set
+
+
+def test_a_segment_written_later_counts_and_compaction_drops_the_orphans(tmp_path: Path) -> None:
+    rows = _rows()
+    lake = Lake(tmp_path)
+    _write_in_batches(lake, rows, batches=5, seed=4)
+    conn = open_catalog(tmp_path)
+    install_prices(conn)
+    start, end = T0, T0 + timedelta(hours=48)
+    _scoped_traces(conn, start, end)
+    # a late request inside hours that are already kept
+    late = [span(start_time=T0 + timedelta(hours=10, minutes=m), duration_ms=5.0) for m in (1, 2)]
+    lake.write("spans", pa.Table.from_pylist(late, schema=SPAN_SCHEMA))
+    rows += late
+    _assert_same(_scoped_traces(conn, start, end), _reference(rows, start, end))
+
+    result = lake.compact("spans", min_segments=2)
+    assert result.num_segments_in > result.num_segments_out
+    _assert_same(_scoped_traces(conn, start, end), _reference(rows, start, end))
+    segments = {p.name for p in lake.list_segments("spans")}
+    kept = _kept_files(tmp_path)
+    assert {p.name for p in kept} == segments
+    assert len(kept) == len(KINDS) * len(segments)
+
+
+def test_an_unwritable_cache_falls_back_to_the_spans(tmp_path: Path) -> None:
+    rows = _rows()
+    _write_in_batches(Lake(tmp_path), rows, batches=2, seed=5)
+    (tmp_path / CACHE_DIR).write_text("not a folder")  # mkdir under it fails
+    conn = open_catalog(tmp_path)
+    install_prices(conn)
+    assert Derived(tmp_path).ensure(conn, T0, T0 + timedelta(hours=48)) is None
+    start, end = T0 + timedelta(hours=1, minutes=3), T0 + timedelta(hours=47)
+    _assert_same(_scoped_traces(conn, start, end), _reference(rows, start, end))
