@@ -26,10 +26,20 @@ Filter semantics, per relation:
 * ``scoped_trace_spans``, ``scoped_trace_calls``: every span (model call) of the project that
   started from :data:`TRACE_SKEW` before the window to :data:`TRACE_MARGIN` after it, with no
   other filter: a request whose root is in scope is read whole, whatever service or model its
-  other spans have. ``scoped_trace_feedback`` and ``scoped_trace_annotations``: the project's
+  other spans have. ``scoped_request_calls`` and ``scoped_request_parts``: the same
+  model calls, and the trace parts (``views.sql``: ``trace_parts_of``) of the same spans, read
+  mostly from what :mod:`store.derived` keeps (no texts, attribute maps, events or links): use
+  them to total or test whole requests cheaply. ``scoped_trace_feedback`` and ``scoped_trace_annotations``: the project's
   feedback and annotations from ``TRACE_SKEW`` before the window on (late feedback counts).
 
 An empty ``services``, ``models`` or ``routes`` tuple means "no filter".
+
+**What is kept.** ``scoped_traces``, ``scoped_llm_calls`` and the ``scoped_request_*``
+relations read :mod:`store.derived`'s per-segment files for the whole hours of their windows and
+compute only the partial hours at each end from the spans, so they equal what the spans give.
+``scoped_llm_calls`` has every ``llm_calls`` column but the texts, attribute maps, events and
+links (:data:`store.derived.CALL_COLUMNS_EXCLUDED`); metrics that need those read
+``scoped_spans``.
 
 **Route.** A request's route is its root span's *name*. OpenTelemetry's HTTP conventions name a
 server span ``{method} {http.route}`` (``POST /chat``), a low-cardinality template that already
@@ -52,7 +62,7 @@ import duckdb
 import pyarrow as pa
 
 from store.catalog import data_dir_of, query, quote_identifier, quote_literal
-from store.derived import CALL_COLUMNS_EXCLUDED, Derived, Kept, whole_hours
+from store.derived import CALL_COLUMNS_EXCLUDED, Derived, whole_hours
 
 __all__ = [
     "RESERVED_PARAMS",
@@ -105,7 +115,7 @@ TRACE_MARGIN = timedelta(days=1)
 TRACE_SKEW = timedelta(minutes=5)
 
 # Root spans near the window, one per trace: the request each call or span belongs to. Defined
-# first, so the route filter of the other relations can read it.
+# before the scoped relations, so their route filter can read it.
 _SCOPED_ROOTS_SQL = """
 SELECT project, trace_id, r.route AS route, r.user_id AS user_id, r.session_id AS session_id
 FROM (
@@ -116,22 +126,23 @@ FROM (
             struct_pack(route := name, user_id := user_id, session_id := session_id),
             struct_pack(start_time := start_time, span_id := span_id)
         ) AS r
-    FROM spans
-    WHERE project = $project
-        AND start_time >= $trace_spans_from AND start_time < $trace_spans_to
-        AND coalesce(parent_span_id, '') = ''
+    FROM scoped_near_roots
     GROUP BY project, trace_id
 )
 """
 
+_TRACE_WINDOW = ("trace_spans_from", "trace_spans_to")
+_REQUEST_WINDOW = ("request_spans_from", "trace_spans_to")
+
 _IN_ROUTES = "trace_id IN (SELECT trace_id FROM scoped_roots WHERE list_contains($routes, route))"
 
-# The view each scoped relation reads, and the predicate each optional filter adds.
+# The relation each scoped relation reads, and the predicate each optional filter adds. Spans
+# are read with the catalog's `spans_between`, which opens only the window's date partitions.
 _SCOPED_RELATIONS: tuple[tuple[str, str, str, str], ...] = (
-    # (scoped name, catalog view, model predicate, route predicate)
+    # (scoped name, source relation, model predicate, route predicate)
     (
         "scoped_spans",
-        "spans",
+        "spans_between($start, $end)",
         "list_contains($models, coalesce(response_model, request_model))",
         _IN_ROUTES,
     ),
@@ -146,24 +157,69 @@ _SCOPED_RELATIONS: tuple[tuple[str, str, str, str], ...] = (
         "list_contains($routes, name)",
     ),
     (
-        # Root spans only: the trace list pages through these without grouping every span.
+        # Root spans only (kept ones, see below): the trace list pages through these without
+        # grouping every span.
         "scoped_root_spans",
-        "(SELECT * FROM spans WHERE coalesce(parent_span_id, '') = '')",
-        "trace_id IN (SELECT trace_id FROM scoped_trace_calls WHERE list_contains($models, model))",
+        "scoped_root_rows",
+        "trace_id IN (SELECT trace_id FROM scoped_request_calls WHERE list_contains($models, model))",
         "list_contains($routes, name)",
     ),
 )
 
 # Every span, model call, feedback record and annotation that a trace of the window can have,
 # unfiltered: a trace is read whole (its totals, its search text) once its root is in scope.
-_NEAR_TRACES = "start_time >= $request_spans_from AND start_time < $trace_spans_to"
-_WHOLE_TRACE_RELATIONS: tuple[tuple[str, str, str], ...] = (
-    # (scoped name, catalog view, time predicate)
-    ("scoped_trace_spans", "spans", _NEAR_TRACES),
-    ("scoped_trace_calls", "llm_calls", _NEAR_TRACES),
+_WHOLE_TRACE_RELATIONS: tuple[tuple[str, str], ...] = (
+    # (scoped name, relation over the project's rows near the window)
+    ("scoped_trace_spans", "spans_between($request_spans_from, $trace_spans_to)"),
+    ("scoped_trace_calls", "llm_calls_of('scoped_trace_spans')"),
     # Feedback and reviews come after the trace, sometimes days later: no upper bound.
-    ("scoped_trace_feedback", "feedback", "time >= $request_spans_from"),
-    ("scoped_trace_annotations", "annotations", "time >= $request_spans_from"),
+    ("scoped_trace_feedback", "feedback_between($request_spans_from, 'infinity'::TIMESTAMPTZ)"),
+    (
+        "scoped_trace_annotations",
+        "annotations_between($request_spans_from, 'infinity'::TIMESTAMPTZ)",
+    ),
+)
+
+_UNKEPT_CALL_COLUMNS = ", ".join(CALL_COLUMNS_EXCLUDED)
+
+
+@dataclass(frozen=True)
+class _Derived:
+    """A scoped relation read from what store.derived keeps, for one of the scope's windows.
+
+    It holds the kept rows of the window's whole hours and, computed from the spans, the rows
+    of the partial hours at each end (each its own range scan, so the reader skips the
+    partitions and row groups outside it). With nothing kept, every hour is computed. Bound
+    parameters: ``<name>_from`` and ``<name>_to`` (the kept hours).
+    """
+
+    name: str
+    kind: str  # a store.derived.KINDS key
+    time_column: str  # the kept rows' column to keep the whole hours by
+    window: tuple[str, str]  # the parameters bounding the window
+    edges: str  # the rows of spans ``{spans}`` (a relation name), as the kept kind has them
+
+    def bounds(self) -> tuple[str, str]:
+        return f"{self.name}_from", f"{self.name}_to"
+
+
+_TRACE_PARTS = "SELECT * FROM trace_parts_of('{spans}')"
+_CALL_ROWS = f"SELECT * EXCLUDE ({_UNKEPT_CALL_COLUMNS}) FROM llm_calls_of('{{spans}}')"
+_ROOT_ROWS = (
+    f"SELECT * EXCLUDE ({_UNKEPT_CALL_COLUMNS}) FROM {{spans}} "
+    "WHERE coalesce(parent_span_id, '') = ''"
+)
+_DERIVED: tuple[_Derived, ...] = (
+    # the requests of the window, with their spans up to TRACE_MARGIN around it
+    _Derived("scoped_trace_parts", "trace_parts", "hour", _TRACE_WINDOW, _TRACE_PARTS),
+    # the model calls of the window
+    _Derived("scoped_call_rows", "llm_calls", "start_time", ("start", "end"), _CALL_ROWS),
+    # the root spans of the window, and of the traces' span window (to look requests up)
+    _Derived("scoped_root_rows", "root_spans", "start_time", ("start", "end"), _ROOT_ROWS),
+    _Derived("scoped_near_roots", "root_spans", "start_time", _TRACE_WINDOW, _ROOT_ROWS),
+    # the parts and calls of requests read whole (as scoped_trace_spans and _calls are)
+    _Derived("scoped_request_parts", "trace_parts", "hour", _REQUEST_WINDOW, _TRACE_PARTS),
+    _Derived("scoped_request_calls", "llm_calls", "start_time", _REQUEST_WINDOW, _CALL_ROWS),
 )
 
 #: Parameter names the scope binds; a metric's own parameters must use other names.
@@ -178,61 +234,31 @@ RESERVED_PARAMS = frozenset(
         "trace_spans_from",
         "trace_spans_to",
         "request_spans_from",
-        "parts_from",
-        "parts_to",
-        "calls_from",
-        "calls_to",
+        *(bound for derived in _DERIVED for bound in derived.bounds()),
     )
 )
 
-# store.derived keeps, per lake segment, the trace parts and the priced model calls. A scoped
-# query reads those kept rows for the whole hours of its window ([parts_from, parts_to) for the
-# traces' span window, [calls_from, calls_to) for the calls' window) and computes the rest from
-# the spans: only the partial hours at each end, each its own range scan (so the reader skips
-# the segments and row groups outside it). With nothing kept, every hour is computed.
-_DERIVED_CTES: tuple[tuple[str, str, str, str, str, str], ...] = (
-    # (scoped name, kept kind, time column, kept-hours bounds, edge relation over `source`)
-    (
-        "scoped_trace_parts",
-        "trace_parts",
-        "hour",
-        "parts_from",
-        "parts_to",
-        "SELECT * FROM trace_parts_of('scoped_edge_spans')",
-    ),
-    (
-        "scoped_call_rows",
-        "llm_calls",
-        "start_time",
-        "calls_from",
-        "calls_to",
-        f"SELECT * EXCLUDE ({', '.join(CALL_COLUMNS_EXCLUDED)}) "
-        "FROM llm_calls_of('scoped_edge_call_spans')",
-    ),
-)
-# The spans of each window's partial hours: (name, window start, kept from, kept to, window end)
-_EDGE_SPANS: tuple[tuple[str, str, str, str, str], ...] = (
-    ("scoped_edge_spans", "trace_spans_from", "parts_from", "parts_to", "trace_spans_to"),
-    ("scoped_edge_call_spans", "start", "calls_from", "calls_to", "end"),
-)
 
-
-def _edge_spans_sql(params: Mapping[str, Any], lo: str, kept_lo: str, kept_hi: str, hi: str) -> str:
+def _edge_spans_sql(params: Mapping[str, Any], derived: _Derived) -> str:
+    (lo, hi), (kept_lo, kept_hi) = derived.window, derived.bounds()
     ranges = [
-        f"SELECT * FROM spans WHERE project = $project AND start_time >= ${a} AND start_time < ${b}"
+        f"SELECT * FROM spans_between(${a}, ${b}) WHERE project = $project"
         for a, b in ((lo, kept_lo), (kept_hi, hi))
         if params[a] < params[b]
     ]
     return " UNION ALL ".join(ranges) or "SELECT * FROM spans WHERE false"
 
 
-def _derived_sql(files: tuple[str, ...], time_column: str, lo: str, hi: str, edges: str) -> str:
+def _derived_sql(derived: _Derived, files: tuple[str, ...], edge_spans: str) -> str:
+    edges = derived.edges.format(spans=edge_spans)
     if not files:
         return edges
     listed = ", ".join(quote_literal(name) for name in files)
+    lo, hi = derived.bounds()
+    column = derived.time_column
     return (
         f"SELECT * FROM read_parquet([{listed}]) "
-        f"WHERE project = $project AND {time_column} >= ${lo} AND {time_column} < ${hi} "
+        f"WHERE project = $project AND {column} >= ${lo} AND {column} < ${hi} "
         f"UNION ALL BY NAME {edges}"
     )
 
@@ -255,30 +281,34 @@ def _scope_ctes(conn: duckdb.DuckDBPyConnection, scope: Scope) -> tuple[str, dic
         "trace_spans_to": trace_spans_to,
         "request_spans_from": scope.start - TRACE_SKEW,
     }
-    if kept is None or kept.start >= kept.end:  # nothing kept: compute every hour
-        kept = Kept({}, trace_spans_to, trace_spans_to)
-        params["calls_from"] = params["calls_to"] = scope.end
-    else:  # the calls' window lies inside the spans' window, so its segments are listed
-        params["calls_from"], params["calls_to"] = whole_hours(scope.start, scope.end)
-    params["parts_from"], params["parts_to"] = kept.start, kept.end
+    for derived in _DERIVED:
+        lo, hi = (params[name] for name in derived.window)
+        if kept is None or kept.start >= kept.end:  # nothing kept: compute every hour
+            params.update(zip(derived.bounds(), (hi, hi), strict=True))
+        else:  # every window lies inside the traces' span window, whose segments are listed
+            params.update(zip(derived.bounds(), whole_hours(lo, hi), strict=True))
     if scope.services:
         params["services"] = list(scope.services)
     if scope.models:
         params["models"] = list(scope.models)
     if scope.routes:
         params["routes"] = list(scope.routes)
-    ctes = [f"{quote_identifier('scoped_roots')} AS ({_SCOPED_ROOTS_SQL.strip()})"]
-    for name, *bounds in _EDGE_SPANS:
+    ctes = []
+    for derived in _DERIVED:
+        edge_spans = f"{derived.name}_edge_spans"
         ctes.append(
-            f"{quote_identifier(name)} AS NOT MATERIALIZED ({_edge_spans_sql(params, *bounds)})"
+            f"{quote_identifier(edge_spans)} AS NOT MATERIALIZED "
+            f"({_edge_spans_sql(params, derived)})"
         )
-    for name, kind, time_column, lo, hi, edges in _DERIVED_CTES:
-        sql = _derived_sql(kept.files.get(kind, ()), time_column, lo, hi, edges)
-        ctes.append(f"{quote_identifier(name)} AS NOT MATERIALIZED ({sql})")
-    for scoped, view, near in _WHOLE_TRACE_RELATIONS:
+        files = kept.files.get(derived.kind, ()) if kept is not None else ()
         ctes.append(
-            f"{quote_identifier(scoped)} AS "
-            f"(SELECT * FROM {quote_identifier(view)} WHERE project = $project AND {near})"
+            f"{quote_identifier(derived.name)} AS NOT MATERIALIZED "
+            f"({_derived_sql(derived, files, edge_spans)})"
+        )
+    ctes.append(f"{quote_identifier('scoped_roots')} AS ({_SCOPED_ROOTS_SQL.strip()})")
+    for scoped, source in _WHOLE_TRACE_RELATIONS:
+        ctes.append(
+            f"{quote_identifier(scoped)} AS (SELECT * FROM {source} WHERE project = $project)"
         )
     for scoped, view, model_predicate, route_predicate in _SCOPED_RELATIONS:
         predicates = ["project = $project", "start_time >= $start", "start_time < $end"]

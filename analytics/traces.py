@@ -188,24 +188,18 @@ class TracePage:
 # Phase 1. {calls}, {join}, {where} and {order} are filled from the fragments below, never from
 # values; every value is a bound parameter.
 _CANDIDATES_SQL = """
-WITH requests AS (
+WITH candidates AS (
+    -- The earliest root of each trace (by start, then a hash of the span id): a scalar key is
+    -- cheaper to aggregate than a struct, and a page is only read by start and duration.
     SELECT
         trace_id,
         min(start_time) AS start_time,
         arg_min(
-            struct_pack(duration_ms := duration_ms, end_time := end_time),
-            struct_pack(start_time := start_time, span_id := span_id)
-        ) AS root
+            coalesce(duration_ms, date_diff('microsecond', start_time, end_time) / 1000.0),
+            epoch_ns(start_time)::HUGEINT * 18446744073709551616 + hash(span_id)
+        ) AS duration_ms
     FROM scoped_root_spans
     GROUP BY trace_id
-), candidates AS (
-    SELECT
-        trace_id,
-        start_time,
-        coalesce(
-            root.duration_ms, date_diff('microsecond', start_time, root.end_time) / 1000.0
-        ) AS duration_ms
-    FROM requests
 ){calls}
 """
 
@@ -251,8 +245,11 @@ _CALLS_CTE = """, call_totals AS (
 _CALLS_JOIN = "\nLEFT JOIN call_totals AS a ON a.trace_id = c.trace_id"
 
 _IN_SPANS = "c.trace_id {negate}IN (SELECT trace_id FROM scoped_trace_spans WHERE {predicate})"
+# A trace has an error when any of its spans does: the kept trace parts say so per hour.
+_WITH_ERROR = (
+    "c.trace_id {negate}IN (SELECT trace_id FROM scoped_request_parts WHERE has_error = 1)"
+)
 _SPAN_PREDICATES = {
-    "error": "status_code = 'ERROR'",
     "operations": "list_contains($f_operations, operation)",
     "user": "user_id = $f_user",
     "session": "session_id = $f_session",
@@ -281,7 +278,7 @@ def _phase_one(
         where.append(_IN_SPANS.format(negate="NOT " if negate else "", predicate=predicate))
 
     if filters.status != "any":
-        in_spans("error", negate=filters.status == "ok")
+        where.append(_WITH_ERROR.format(negate="NOT " if filters.status == "ok" else ""))
     if filters.operations:
         in_spans("operations")
         params["f_operations"] = list(filters.operations)
@@ -350,12 +347,16 @@ def _page_ids(
     params: dict[str, Any],
     descending: bool = True,
 ) -> tuple[list[str], list[datetime]]:
-    """Trace ids and start times of one page. Sorted by start time, the page is looked for in
-    growing windows at the sorted end: once a window holds a full page, every request outside
-    it sorts after that page, so the page is the same as the whole window's."""
+    """Trace ids and start times of one page. Sorted by start time and unfiltered, the page is
+    looked for in growing windows at the sorted end: once a window holds a full page, every
+    request outside it sorts after that page, so the page is the same as the whole window's.
+    A filter makes matches sparse and unpredictable (errors slower than 5 s: none in the last
+    hour), and each window that falls short costs a query, so a filtered page is looked for in
+    the whole window at once."""
     template, filter_params = _sql(PAGE_IDS_SQL, filters, order_column)
     sql = template.format(order=order)
-    windows = _windows(scope, descending) if order_column == "start_time" else [scope]
+    growing = order_column == "start_time" and filters == TraceFilter()
+    windows = _windows(scope, descending) if growing else [scope]
     for window in windows:
         rows = run_scoped(conn, window, sql, {**filter_params, **params}).to_pylist()
         if len(rows) == params["page_limit"] or window is scope:
@@ -607,7 +608,7 @@ WITH user_traces AS (
     GROUP BY trace_id
 ), call_totals AS (
     SELECT trace_id, sum(total_cost_usd) AS total_cost_usd
-    FROM scoped_trace_calls
+    FROM scoped_request_calls
     WHERE trace_id IN (SELECT trace_id FROM user_traces)
     GROUP BY trace_id
 ), feedback_totals AS (

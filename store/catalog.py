@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,12 @@ from store.lake import DEFAULT_SPECS, Lake, TableSpec
 from store.schema import LLM_OPERATIONS
 
 log = logging.getLogger(__name__)
+# query() takes Arrow from a DB-API result on purpose (see its docstring).
+warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", category=UserWarning)
 
 VIEWS_SQL = "views.sql"
+#: The hive partition column of the lake's folders (``date=YYYY-MM-DD``); not a canonical column.
+PARTITION_COLUMN = "date"
 PRICES_SCHEMA = pa.schema(
     [
         pa.field("model", pa.string(), nullable=False),
@@ -87,6 +92,27 @@ def base_view_sql(spec: TableSpec, glob: str, empty_table: str) -> str:
     )
 
 
+def between_macro_sql(spec: TableSpec, glob: str, empty_table: str) -> str:
+    """SQL of ``<table>_between(lo, hi)``: the rows whose time column is in ``[lo, hi)``.
+
+    It reads only the date partitions the window touches (hive partition pruning happens
+    before any file is opened), where the base view opens every segment's footer: a query
+    over one hour of a 30-day lake reads 7 files instead of 229.
+    """
+    columns = ", ".join(quote_identifier(name) for name in spec.schema.names)
+    time_column = quote_identifier(spec.time_column)
+    return (
+        f"CREATE OR REPLACE MACRO {quote_identifier(spec.name + '_between')}(lo, hi) AS TABLE "
+        f"SELECT {columns} FROM ("
+        f"SELECT * FROM {quote_identifier(empty_table)} "
+        f"UNION ALL BY NAME "
+        f"SELECT * FROM read_parquet({quote_literal(glob)}, union_by_name = true, "
+        f"hive_partitioning = true, hive_types = {{'date': DATE}}, allow_empty = true)) "
+        f"WHERE {PARTITION_COLUMN} >= CAST(lo AS DATE) AND {PARTITION_COLUMN} <= CAST(hi AS DATE) "
+        f"AND {time_column} >= lo AND {time_column} < hi"
+    )
+
+
 def open_catalog(
     data_dir: Path | str, specs: Sequence[TableSpec] = DEFAULT_SPECS
 ) -> duckdb.DuckDBPyConnection:
@@ -95,14 +121,19 @@ def open_catalog(
     conn = duckdb.connect(":memory:")
     conn.execute("SET TimeZone = 'UTC'")
     # Segments are immutable (new data is a new file name), so their footers can be cached:
-    # every query binds the views again, and without the cache it rereads every footer.
-    conn.execute("SET parquet_metadata_cache = true")
+    # every query binds the views again, and without the cache it rereads every footer. GLOBAL:
+    # queries run on cursors, which a session setting would not reach.
+    conn.execute("SET GLOBAL parquet_metadata_cache = true")
     for spec in specs:
         empty_table = f"_empty_{spec.name}"
         conn.register("_empty_arrow", spec.schema.empty_table())
-        conn.execute(f"CREATE TABLE {quote_identifier(empty_table)} AS SELECT * FROM _empty_arrow")
+        conn.execute(
+            f"CREATE TABLE {quote_identifier(empty_table)} AS "
+            f"SELECT *, NULL::DATE AS {PARTITION_COLUMN} FROM _empty_arrow"
+        )
         conn.unregister("_empty_arrow")
         conn.execute(base_view_sql(spec, lake.glob(spec.name), empty_table))
+        conn.execute(between_macro_sql(spec, lake.glob(spec.name), empty_table))
     for statement in read_views_sql():
         conn.execute(statement)
     conn.execute("CREATE TABLE _catalog_settings (name VARCHAR PRIMARY KEY, value VARCHAR)")
@@ -158,14 +189,16 @@ def query(
     retries: int = 2,
     backoff_s: float = 0.02,
 ) -> pa.Table:
-    """Run a query and return Arrow; retry when a segment vanished under it (compaction)."""
+    """Run a query and return Arrow; retry when a segment vanished under it (compaction).
+
+    It runs through ``execute`` rather than ``sql``: the relational API binds a statement twice
+    (once to build the relation), which costs a scoped query over the lake about 0.07 s of its
+    0.21 s; the extra copy of the (small) result that ``execute`` makes costs nothing here.
+    """
     attempt = 0
     while True:
         try:
-            relation = conn.sql(sql, params=params)
-            if relation is None:
-                raise ValueError("query() needs a statement that returns rows")
-            return relation.to_arrow_table()
+            return conn.execute(sql, params).to_arrow_table()
         except duckdb.IOException as exc:
             # Compaction unlinks its inputs one by one: give it a moment to finish.
             if attempt >= retries:

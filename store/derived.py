@@ -10,7 +10,8 @@ immutable, so they are computed once per segment and kept, one file per :data:`K
 
 * ``trace_parts``: one row per (project, trace_id, hour) of the segment's spans;
 * ``llm_calls``: the segment's model calls, priced, with every ``llm_calls`` column but the
-  texts, attribute maps, events and links (:data:`CALL_COLUMNS_EXCLUDED`).
+  texts, attribute maps, events and links (:data:`CALL_COLUMNS_EXCLUDED`);
+* ``root_spans``: the segment's root spans (no parent), without those columns either.
 
 ``fingerprint`` hashes what they depend on besides the rows (``views.sql``, the span schema,
 DuckDB's version, the prices, the model-to-price mapping and the model-call operations), so a
@@ -46,7 +47,7 @@ from pathlib import Path
 
 import duckdb
 
-from store.catalog import quote_literal
+from store.catalog import PARTITION_COLUMN, quote_literal
 from store.lake import PARTITION_PREFIX, SPANS, Lake
 from store.wal import fsync_dir
 
@@ -54,7 +55,8 @@ log = logging.getLogger(__name__)
 
 CACHE_DIR = "_cache"
 DERIVED_DIR = "derived"
-#: Columns of ``llm_calls`` that are not kept (no metric over many calls reads them).
+#: Columns of ``llm_calls`` and of root spans that are not kept (no metric over many rows reads
+#: them).
 CALL_COLUMNS_EXCLUDED = (
     "input_text",
     "output_text",
@@ -69,6 +71,9 @@ _EXCLUDE = ", ".join(CALL_COLUMNS_EXCLUDED)
 KINDS: dict[str, str] = {
     "trace_parts": "SELECT * FROM trace_parts_of('segment_spans')",
     "llm_calls": f"SELECT * EXCLUDE ({_EXCLUDE}) FROM llm_calls_of('segment_spans')",
+    "root_spans": (
+        f"SELECT * EXCLUDE ({_EXCLUDE}) FROM segment_spans WHERE coalesce(parent_span_id, '') = ''"
+    ),
 }
 #: Folders of other fingerprints (other prices) are removed this long after their last write.
 STALE_FINGERPRINT_AGE = timedelta(days=1)
@@ -200,8 +205,9 @@ class Derived:
             try:
                 cur.execute(
                     "COPY (WITH segment_spans AS NOT MATERIALIZED ("
-                    "SELECT * FROM _empty_spans UNION ALL BY NAME SELECT * FROM "
-                    f"read_parquet({source}, union_by_name = true, hive_partitioning = false)) "
+                    f"SELECT * EXCLUDE ({PARTITION_COLUMN}) FROM (SELECT * FROM _empty_spans "
+                    "UNION ALL BY NAME SELECT * FROM "
+                    f"read_parquet({source}, union_by_name = true, hive_partitioning = false))) "
                     f"{KINDS[kind]}) TO {quote_literal(str(tmp))} "
                     "(FORMAT parquet, COMPRESSION zstd)"
                 )

@@ -1,7 +1,9 @@
 -- Tables and derived views of the catalog. They read only the base views `spans` and `feedback`
--- (which store.catalog creates over the lake), so the same SQL runs over any backend that
--- provides those two. Keep it portable (it is transpiled to ClickHouse with sqlglot): standard
--- joins, CASE, COALESCE, window functions; ASOF LEFT JOIN (DuckDB and ClickHouse both have it).
+-- and the table macro `spans_between(lo, hi)` (which store.catalog creates over the lake), so
+-- the same SQL runs over any backend that provides those. Keep it portable (it is transpiled
+-- to ClickHouse with sqlglot): standard joins, CASE, COALESCE, window functions; ASOF LEFT JOIN
+-- (DuckDB and ClickHouse both have it); table macros over a named relation (`query_table`)
+-- become ClickHouse parameterized views.
 -- Statements are separated by a line holding only ";".
 
 -- Versioned prices, USD per million tokens. A cache price that is NULL falls back to the
@@ -209,8 +211,7 @@ FROM merged AS t
 -- grouping the whole lake.
 CREATE MACRO traces_between(window_start, window_end) AS TABLE
 WITH window_spans AS NOT MATERIALIZED (
-    SELECT * FROM spans AS s
-    WHERE s.start_time >= window_start AND s.start_time < window_end
+    SELECT * FROM spans_between(window_start, window_end)
 ),
 window_parts AS (
     SELECT * FROM trace_parts_of('window_spans')

@@ -350,11 +350,11 @@ class _FlakyConnection:
     def __init__(self, conn: duckdb.DuckDBPyConnection, failures: int) -> None:
         self.conn, self.failures = conn, failures
 
-    def sql(self, text: str, params: Any = None) -> duckdb.DuckDBPyRelation:
+    def execute(self, text: str, params: Any = None) -> duckdb.DuckDBPyConnection:
         if self.failures:
             self.failures -= 1
             raise duckdb.IOException('No files found that match the pattern "seg-1.parquet"')
-        return self.conn.sql(text, params=params)
+        return self.conn.execute(text, params)
 
 
 def test_query_retries_when_a_segment_vanishes(data_dir: Path) -> None:
@@ -424,3 +424,32 @@ def test_a_reader_never_fails_while_segments_are_compacted_away(data_dir: Path) 
 
     counts = _read_counts(data_dir, data_dir / "stop", write)
     assert counts[-1] == 510
+
+
+def test_spans_between_reads_the_window_of_the_view(data_dir: Path) -> None:
+    """Same rows as the view filtered on start_time; typed when empty; window edges half-open."""
+    conn = open_catalog(data_dir / "lake")
+    empty = query(conn, "SELECT * FROM spans_between(?, ?)", [T0, T0 + timedelta(days=9)])
+    assert empty.num_rows == 0 and empty.schema.names == SPAN_SCHEMA.names
+    lake = Lake(data_dir / "lake")
+    for day in range(4):  # 5 spans a day, 6 h apart: they cross the date partitions
+        lake.write(
+            "spans", make_spans(5, start=T0 + timedelta(days=day, hours=1), step=timedelta(hours=6))
+        )
+    windows = [
+        (T0, T0 + timedelta(days=9)),
+        (T0 + timedelta(days=1, hours=3), T0 + timedelta(days=2, hours=2)),
+        (T0 + timedelta(days=2, hours=1), T0 + timedelta(days=2, hours=1)),  # empty
+        (datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)),
+    ]
+    for lo, hi in windows:
+        between = _rows(
+            conn, f"SELECT span_id FROM spans_between(TIMESTAMPTZ '{lo}', TIMESTAMPTZ '{hi}')"
+        )
+        filtered = _rows(
+            conn,
+            f"SELECT span_id FROM spans WHERE start_time >= TIMESTAMPTZ '{lo}'"
+            f" AND start_time < TIMESTAMPTZ '{hi}'",
+        )
+        assert sorted(r["span_id"] for r in between) == sorted(r["span_id"] for r in filtered)
+    assert len(_rows(conn, "SELECT * FROM spans")) == 20
