@@ -79,7 +79,7 @@ WITH requests AS (
         coalesce(sum(total_cost_usd), 0.0) AS total_cost_usd
     FROM scoped_llm_calls
 ), spans AS (
-    SELECT count(DISTINCT trace_id) AS num_traces FROM scoped_spans
+    SELECT count(DISTINCT trace_id) AS num_traces FROM {spans}
 )
 SELECT * FROM requests, calls, spans
 """
@@ -92,7 +92,11 @@ def overview_summary(conn: duckdb.DuckDBPyConnection, scope: Scope) -> OverviewS
     traces with any (filtered) span that started in it, so a trace that began before the
     window counts as a trace but not as a request.
     """
-    row = run_scoped(conn, scope, OVERVIEW_SUMMARY_SQL).to_pylist()[0]
+    # Unfiltered, the traces with a span in the window are those of its trace parts (a tenth
+    # of the rows); a service or model filter applies to single spans, so it reads them.
+    filtered = scope.services or scope.models or scope.routes
+    sql = OVERVIEW_SUMMARY_SQL.format(spans="scoped_spans" if filtered else "scoped_span_parts")
+    row = run_scoped(conn, scope, sql).to_pylist()[0]
     latency = row["latency_ms"] or [None, None, None]
     ttft = row["ttft_ms"] or [None, None, None]
     num_requests = int(row["num_requests"])

@@ -29,7 +29,9 @@ Filter semantics, per relation:
   other spans have. ``scoped_request_calls`` and ``scoped_request_parts``: the same
   model calls, and the trace parts (``views.sql``: ``trace_parts_of``) of the same spans, read
   mostly from what :mod:`store.derived` keeps (no texts, attribute maps, events or links): use
-  them to total or test whole requests cheaply. ``scoped_trace_feedback`` and ``scoped_trace_annotations``: the project's
+  them to total or test whole requests cheaply. ``scoped_span_parts``: the trace parts of the
+  project's spans that started in the window (no other filter), so that counting the traces
+  with a span in an unfiltered window does not read every span. ``scoped_trace_feedback`` and ``scoped_trace_annotations``: the project's
   feedback and annotations from ``TRACE_SKEW`` before the window on (late feedback counts).
 
 An empty ``services``, ``models`` or ``routes`` tuple means "no filter".
@@ -214,6 +216,8 @@ _DERIVED: tuple[_Derived, ...] = (
     _Derived("scoped_trace_parts", "trace_parts", "hour", _TRACE_WINDOW, _TRACE_PARTS),
     # the model calls of the window
     _Derived("scoped_call_rows", "llm_calls", "start_time", ("start", "end"), _CALL_ROWS),
+    # the trace parts of the window's own spans (no filter but the project)
+    _Derived("scoped_span_parts", "trace_parts", "hour", ("start", "end"), _TRACE_PARTS),
     # the root spans of the window, and of the traces' span window (to look requests up)
     _Derived("scoped_root_rows", "root_spans", "start_time", ("start", "end"), _ROOT_ROWS),
     _Derived("scoped_near_roots", "root_spans", "start_time", _TRACE_WINDOW, _ROOT_ROWS),

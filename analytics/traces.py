@@ -185,8 +185,9 @@ class TracePage:
     limit: int
 
 
-# Phase 1. {calls}, {join}, {where} and {order} are filled from the fragments below, never from
-# values; every value is a bound parameter.
+# Phase 1. {trace_where}, {calls}, {join}, {where} and {order} are filled from the fragments
+# below, never from values; every value is a bound parameter. Filters on the trace id (the
+# semi-joins) narrow the root spans before they are grouped; ranges filter the grouped rows.
 _CANDIDATES_SQL = """
 WITH candidates AS (
     -- The earliest root of each trace (by start, then a hash of the span id): a scalar key is
@@ -198,7 +199,8 @@ WITH candidates AS (
             coalesce(duration_ms, date_diff('microsecond', start_time, end_time) / 1000.0),
             epoch_ns(start_time)::HUGEINT * 18446744073709551616 + hash(span_id)
         ) AS duration_ms
-    FROM scoped_root_spans
+    FROM scoped_root_spans AS c
+    WHERE {trace_where}
     GROUP BY trace_id
 ){calls}
 """
@@ -268,8 +270,9 @@ def _like_pattern(text: str) -> str:
 
 def _phase_one(
     filters: TraceFilter, order_column: str | None
-) -> tuple[str, str, list[str], dict[str, Any]]:
-    """The calls CTE, its join, the WHERE predicates and their parameters for ``filters``."""
+) -> tuple[str, str, list[str], list[str], dict[str, Any]]:
+    """The calls CTE, its join, the predicates on the trace id and on the grouped rows, and
+    their parameters, for ``filters``."""
     where: list[str] = []
     params: dict[str, Any] = {}
 
@@ -302,6 +305,7 @@ def _phase_one(
     if filters.trace_ids is not None:
         where.append("list_contains($f_trace_ids, c.trace_id)")
         params["f_trace_ids"] = list(filters.trace_ids)
+    trace_where, where = where, []
     needs_calls = order_column in _CALL_EXPRESSIONS
     for i, bound in enumerate(filters.ranges):
         expression = _HEAD_EXPRESSIONS.get(bound.column) or _CALL_EXPRESSIONS[bound.column]
@@ -313,15 +317,19 @@ def _phase_one(
             where.append(f"{expression} <= $f_max_{i}")
             params[f"f_max_{i}"] = bound.max
     calls, join = (_CALLS_CTE, _CALLS_JOIN) if needs_calls else ("", "")
-    return calls, join, where or ["TRUE"], params
+    return calls, join, trace_where or ["TRUE"], where or ["TRUE"], params
 
 
 def _sql(
     template: str, filters: TraceFilter, order_column: str | None
 ) -> tuple[str, dict[str, Any]]:
-    calls, join, where, params = _phase_one(filters, order_column)
+    calls, join, trace_where, where, params = _phase_one(filters, order_column)
     return template.format(
-        calls=calls, join=join, where=" AND ".join(where), order="{order}"
+        trace_where=" AND ".join(trace_where),
+        calls=calls,
+        join=join,
+        where=" AND ".join(where),
+        order="{order}",
     ), params
 
 
