@@ -257,34 +257,11 @@ def install_prices(
 
 # Each call's cost split by token type; the components add up to total_cost_usd. A reported
 # cost (the span's own) has no split. Mirrors the llm_calls view's formula.
+# The calls of the scope with their cost split (llm_calls_of in store/views.sql prices each
+# call once, into input, cache-read, cache-write and output parts or a reported cost).
 _PRICED_CALLS_SQL = """
 priced AS (
-    SELECT
-        c.*,
-        CASE WHEN c.cost_usd IS NULL AND c.computed_cost_usd IS NOT NULL THEN
-            greatest(
-                coalesce(c.input_tokens, 0) - coalesce(c.cache_read_tokens, 0)
-                    - coalesce(c.cache_write_tokens, 0),
-                0
-            ) * p.input_usd_per_mtok / 1e6
-        END AS input_cost_usd,
-        CASE WHEN c.cost_usd IS NULL AND c.computed_cost_usd IS NOT NULL THEN
-            coalesce(c.cache_read_tokens, 0)
-                * coalesce(p.cache_read_usd_per_mtok, p.input_usd_per_mtok) / 1e6
-        END AS cache_read_cost_usd,
-        CASE WHEN c.cost_usd IS NULL AND c.computed_cost_usd IS NOT NULL THEN
-            coalesce(c.cache_write_tokens, 0)
-                * coalesce(p.cache_write_usd_per_mtok, p.input_usd_per_mtok) / 1e6
-        END AS cache_write_cost_usd,
-        CASE WHEN c.cost_usd IS NULL AND c.computed_cost_usd IS NOT NULL THEN
-            coalesce(c.output_tokens, 0) * p.output_usd_per_mtok / 1e6
-        END AS output_cost_usd,
-        c.cost_usd AS reported_cost_usd,
-        c.total_cost_usd IS NULL
-            AND (c.input_tokens IS NOT NULL OR c.output_tokens IS NOT NULL) AS unpriced
-    FROM scoped_llm_calls AS c
-    ASOF LEFT JOIN prices AS p
-        ON p.model = c.price_model AND c.start_time >= p.effective_from
+    SELECT * FROM scoped_llm_calls
 )"""
 
 # The sums every cost grouping reports, over `priced` rows.
@@ -483,11 +460,19 @@ def cost_by_time(
 
 
 MOST_EXPENSIVE_TRACES_SQL = """
-WITH per_trace AS (
+WITH top AS (
+    -- Rank every request by its cost alone, then describe only the few kept: one sum per
+    -- request is cheap, a dozen aggregates (lists, arg_min) for all of them is not.
+    SELECT trace_id, sum(total_cost_usd) AS cost_usd
+    FROM scoped_llm_calls
+    GROUP BY trace_id
+    HAVING sum(total_cost_usd) IS NOT NULL
+    ORDER BY cost_usd DESC, trace_id
+    LIMIT $limit
+), per_trace AS (
     SELECT
         trace_id,
         min(start_time) AS start_time,
-        sum(total_cost_usd) AS cost_usd,
         count(*) AS num_llm_calls,
         CAST(coalesce(sum(input_tokens), 0) AS BIGINT) AS input_tokens,
         CAST(coalesce(sum(output_tokens), 0) AS BIGINT) AS output_tokens,
@@ -499,10 +484,8 @@ WITH per_trace AS (
         arg_min(user_id, start_time) FILTER (WHERE user_id IS NOT NULL) AS call_user_id,
         arg_min(session_id, start_time) FILTER (WHERE session_id IS NOT NULL) AS call_session_id
     FROM scoped_llm_calls
+    WHERE trace_id IN (SELECT trace_id FROM top)
     GROUP BY trace_id
-    HAVING sum(total_cost_usd) IS NOT NULL
-    ORDER BY cost_usd DESC, trace_id
-    LIMIT $limit
 )
 SELECT
     t.trace_id,
@@ -510,16 +493,19 @@ SELECT
     r.route,
     coalesce(t.call_user_id, r.user_id) AS user_id,
     coalesce(t.call_session_id, r.session_id) AS session_id,
-    t.cost_usd,
+    top.cost_usd,
     t.num_llm_calls,
     t.input_tokens,
     t.output_tokens,
     t.cache_read_tokens,
     t.num_unpriced_calls,
     coalesce(t.models, []::VARCHAR[]) AS models
-FROM per_trace AS t
-LEFT JOIN scoped_roots AS r USING (trace_id)
-ORDER BY t.cost_usd DESC, t.trace_id
+FROM top
+JOIN per_trace AS t USING (trace_id)
+LEFT JOIN (
+    SELECT * FROM scoped_roots WHERE trace_id IN (SELECT trace_id FROM top)
+) AS r USING (trace_id)
+ORDER BY top.cost_usd DESC, t.trace_id
 """
 
 

@@ -32,7 +32,9 @@ CREATE TABLE llm_operations (
 -- Model calls among the span rows of the relation named `src` (a table, view or common table
 -- expression), with the model that answered, TPOT and cost. The price used is the latest row
 -- of the call's price model whose effective_from <= start_time; a span that carries its own
--- cost_usd keeps it.
+-- cost_usd keeps it (as reported_cost_usd; the computed parts are then NULL). The computed
+-- cost splits into input (uncached), cache-read, cache-write and output parts; a call that
+-- reports tokens but has no price is `unpriced`.
 CREATE MACRO llm_calls_of(src) AS TABLE
 WITH calls AS (
     SELECT
@@ -70,14 +72,40 @@ costed AS (
                 * COALESCE(p.cache_write_usd_per_mtok, p.input_usd_per_mtok)
                 + COALESCE(m.output_tokens, 0) * p.output_usd_per_mtok
             ) / 1000000.0
-        END AS computed_cost_usd
+        END AS computed_cost_usd,
+        p.input_usd_per_mtok,
+        p.output_usd_per_mtok,
+        p.cache_read_usd_per_mtok,
+        p.cache_write_usd_per_mtok
     FROM mapped AS m
     ASOF LEFT JOIN prices AS p
         ON p.model = m.price_model AND m.start_time >= p.effective_from
 )
 SELECT
     c.*,
-    COALESCE(c.cost_usd, c.computed_cost_usd) AS total_cost_usd
+    COALESCE(c.cost_usd, c.computed_cost_usd) AS total_cost_usd,
+    CASE WHEN c.cost_usd IS NULL AND c.computed_cost_usd IS NOT NULL THEN
+        GREATEST(
+            COALESCE(c.input_tokens, 0)
+            - COALESCE(c.cache_read_tokens, 0)
+            - COALESCE(c.cache_write_tokens, 0),
+            0
+        ) * c.input_usd_per_mtok / 1e6
+    END AS input_cost_usd,
+    CASE WHEN c.cost_usd IS NULL AND c.computed_cost_usd IS NOT NULL THEN
+        COALESCE(c.cache_read_tokens, 0)
+        * COALESCE(c.cache_read_usd_per_mtok, c.input_usd_per_mtok) / 1e6
+    END AS cache_read_cost_usd,
+    CASE WHEN c.cost_usd IS NULL AND c.computed_cost_usd IS NOT NULL THEN
+        COALESCE(c.cache_write_tokens, 0)
+        * COALESCE(c.cache_write_usd_per_mtok, c.input_usd_per_mtok) / 1e6
+    END AS cache_write_cost_usd,
+    CASE WHEN c.cost_usd IS NULL AND c.computed_cost_usd IS NOT NULL THEN
+        COALESCE(c.output_tokens, 0) * c.output_usd_per_mtok / 1e6
+    END AS output_cost_usd,
+    c.cost_usd AS reported_cost_usd,
+    COALESCE(c.cost_usd, c.computed_cost_usd) IS NULL
+        AND (c.input_tokens IS NOT NULL OR c.output_tokens IS NOT NULL) AS unpriced
 FROM costed AS c
 ;
 CREATE VIEW llm_calls AS
