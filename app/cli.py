@@ -6,8 +6,10 @@ import argparse
 import getpass
 import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
@@ -43,6 +45,27 @@ def _print_report(report: FileReport) -> None:
         print(f"  … and {report.num_rejected - MAX_ERRORS_SHOWN:,} more", file=sys.stderr)
 
 
+def keep_query_work(settings: Settings) -> None:
+    """Compute what queries keep per segment (store.derived) for every segment of the lake now,
+    so that the first dashboard page after a large ingest does not wait for it."""
+    from analytics.cost import install_prices
+    from store.catalog import open_catalog
+    from store.derived import Derived
+
+    started = time.perf_counter()
+    conn = open_catalog(settings.data_dir)
+    install_prices(conn, settings.price_file)
+    derived = Derived(settings.data_dir)
+    lo, hi = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+    kept = derived.ensure(conn, lo + timedelta(days=1), hi - timedelta(days=1))
+    conn.close()
+    if kept is None:
+        print("query work not kept: the data directory is not writable", file=sys.stderr)
+        return
+    num_files = sum(len(files) for files in kept.files.values())
+    print(f"kept query work: {num_files:,} files in {time.perf_counter() - started:.1f} s")
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Decode files into the lake; exit 1 when any record was rejected (valid ones still land)."""
     settings = _settings(args)
@@ -51,6 +74,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             [Path(p) for p in args.paths], writer, project=settings.project, on_file=_print_report
         )
         result = writer.flush()
+    if result.num_written or any(r.num_spans for r in reports):
+        keep_query_work(settings)
     num_spans = sum(r.num_spans for r in reports)
     num_rejected = sum(r.num_rejected for r in reports)
     print(
@@ -70,6 +95,8 @@ def cmd_compact(args: argparse.Namespace) -> int:
     for table in args.tables:
         result = lake.compact(table, min_segments=args.min_segments)
         print(f"{table}: {result}")
+    if "spans" in args.tables:
+        keep_query_work(settings)
     return 0
 
 
@@ -104,7 +131,10 @@ def load_sample_data(settings: Settings) -> bool:
     with LakeWriter(settings.data_dir) as writer:
         reports = ingest_paths(files, writer, project=settings.project, on_file=_print_report)
         writer.flush()
-    return sum(r.num_spans for r in reports) > 0
+    loaded = sum(r.num_spans for r in reports) > 0
+    if loaded:
+        keep_query_work(settings)
+    return loaded
 
 
 def _run_dashboard(settings: Settings, host: str, port: int) -> int:
