@@ -14,6 +14,7 @@ cached tokens (the OpenTelemetry convention): uncached input = input − cache r
 
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -235,8 +236,9 @@ def install_prices(
     in the data to it.
 
     Returns:
-        The ``price_models`` mapping that was installed (data model name → price model);
-        names that match no price model are left out, so their calls have no computed cost.
+        The ``price_models`` mapping that was installed (data model name → price model), every
+        name in the data included: a name that matches no price model maps to null, so its
+        calls have no computed cost (and store.derived knows the name was looked at).
     """
     table = load_price_table(price_file)
     cur = conn.cursor()
@@ -244,14 +246,17 @@ def install_prices(
         names = [row[0] for row in cur.execute(DISTINCT_MODEL_NAMES_SQL).fetchall()]
     finally:
         cur.close()
-    mapping: dict[str, list[str]] = {"model": [], "price_model": []}
+    mapping: dict[str, list[str | None]] = {"model": [], "price_model": []}
     for name in names:
-        price_model = match_price_model(name, table)
-        if price_model is not None:
-            mapping["model"].append(name)
-            mapping["price_model"].append(price_model)
+        mapping["model"].append(name)
+        mapping["price_model"].append(match_price_model(name, table))
     price_models = pa.Table.from_pydict(mapping, schema=PRICE_MODELS_SCHEMA)
-    catalog.set_prices(conn, table.prices, price_models)
+    # How names map to prices besides the price rows: what the kept per-segment work of
+    # store.derived depends on (its fingerprint hashes this with the prices).
+    rules = json.dumps(
+        {"aliases": sorted(table.aliases.items()), "strip_prefixes": list(table.strip_prefixes)}
+    )
+    catalog.set_prices(conn, table.prices, price_models, mapping_rules=rules)
     return price_models
 
 

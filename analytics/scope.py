@@ -63,8 +63,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from store.catalog import data_dir_of, query, quote_identifier, quote_literal
+from store.catalog import data_dir_of, query, quote_identifier, quote_literal, segments_sql
 from store.derived import CALL_COLUMNS_EXCLUDED, Derived, whole_hours
+from store.lake import SPANS
 
 __all__ = [
     "RESERVED_PARAMS",
@@ -243,13 +244,20 @@ RESERVED_PARAMS = frozenset(
 )
 
 
-def _edge_spans_sql(params: Mapping[str, Any], derived: _Derived) -> str:
+def _edge_spans_sql(params: Mapping[str, Any], derived: _Derived, unkept: tuple[str, ...]) -> str:
+    """The spans the kept rows do not cover: the partial hours at the window's ends, and the
+    kept hours' spans in segments that have nothing kept yet."""
     (lo, hi), (kept_lo, kept_hi) = derived.window, derived.bounds()
     ranges = [
         f"SELECT * FROM spans_between(${a}, ${b}) WHERE project = $project"
         for a, b in ((lo, kept_lo), (kept_hi, hi))
         if params[a] < params[b]
     ]
+    if unkept and params[kept_lo] < params[kept_hi]:
+        ranges.append(
+            f"SELECT * FROM ({segments_sql(SPANS, unkept)}) WHERE project = $project "
+            f"AND start_time >= ${kept_lo} AND start_time < ${kept_hi}"
+        )
     return " UNION ALL ".join(ranges) or "SELECT * FROM spans WHERE false"
 
 
@@ -302,7 +310,7 @@ def _scope_ctes(conn: duckdb.DuckDBPyConnection, scope: Scope) -> tuple[str, dic
         edge_spans = f"{derived.name}_edge_spans"
         ctes.append(
             f"{quote_identifier(edge_spans)} AS NOT MATERIALIZED "
-            f"({_edge_spans_sql(params, derived)})"
+            f"({_edge_spans_sql(params, derived, kept.unkept if kept is not None else ())})"
         )
         files = kept.files.get(derived.kind, ()) if kept is not None else ()
         ctes.append(

@@ -47,7 +47,7 @@ PRICES_SCHEMA = pa.schema(
 PRICE_MODELS_SCHEMA = pa.schema(
     [
         pa.field("model", pa.string(), nullable=False),
-        pa.field("price_model", pa.string(), nullable=False),
+        pa.field("price_model", pa.string()),
     ]
 )
 
@@ -89,6 +89,17 @@ def base_view_sql(spec: TableSpec, glob: str, empty_table: str) -> str:
         f"UNION ALL BY NAME "
         f"SELECT * FROM read_parquet({quote_literal(glob)}, union_by_name = true, "
         f"hive_partitioning = false, allow_empty = true))"
+    )
+
+
+def segments_sql(spec: TableSpec, files: Sequence[str]) -> str:
+    """A SELECT of the canonical rows of the given segment files of a table (at least one)."""
+    columns = ", ".join(quote_identifier(name) for name in spec.schema.names)
+    listed = ", ".join(quote_literal(name) for name in files)
+    return (
+        f"SELECT {columns} FROM (SELECT * FROM {quote_identifier('_empty_' + spec.name)} "
+        f"UNION ALL BY NAME SELECT * FROM read_parquet([{listed}], union_by_name = true, "
+        f"hive_partitioning = false))"
     )
 
 
@@ -158,12 +169,24 @@ def data_dir_of(conn: duckdb.DuckDBPyConnection) -> Path | None:
 
 
 def set_prices(
-    conn: duckdb.DuckDBPyConnection, prices: pa.Table, price_models: pa.Table | None = None
+    conn: duckdb.DuckDBPyConnection,
+    prices: pa.Table,
+    price_models: pa.Table | None = None,
+    *,
+    mapping_rules: str = "",
 ) -> None:
-    """Replace the ``prices`` (and, if given, ``price_models``) tables' rows."""
+    """Replace the ``prices`` (and, if given, ``price_models``) tables' rows.
+
+    ``mapping_rules`` describes how data model names were mapped to price models besides the
+    price rows (aliases, prefixes): kept per-segment work depends on it (store.derived).
+    """
     prices = _select(prices, PRICES_SCHEMA, "prices")
     conn.execute("BEGIN TRANSACTION")
     try:
+        conn.execute(
+            "INSERT OR REPLACE INTO _catalog_settings VALUES ('price_mapping_rules', ?)",
+            [mapping_rules],
+        )
         conn.register("_prices_arrow", prices)
         conn.execute("DELETE FROM prices")
         conn.execute("INSERT INTO prices SELECT * FROM _prices_arrow")

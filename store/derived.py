@@ -14,9 +14,13 @@ immutable, so they are computed once per segment and kept, one file per :data:`K
 * ``root_spans``: the segment's root spans (no parent), without those columns either.
 
 ``fingerprint`` hashes what they depend on besides the rows (``views.sql``, the span schema,
-DuckDB's version, the prices, the model-to-price mapping and the model-call operations), so a
-price change starts a new folder instead of serving stale costs. A file is written to a temp
-name, fsynced and renamed, like a segment.
+DuckDB's version, the prices, the rules that map model names to them and the model-call
+operations), so a price change starts a new folder instead of serving stale costs. The mapping
+of each data model name (``price_models``) is a function of the name and those, so it is not
+hashed: a new model
+name does not make every segment's files stale. Instead a segment is kept only once the mapping
+has looked at every model name in it; until then it is listed as ``unkept`` and readers compute
+its rows from the spans. A file is written to a temp name, fsynced and renamed, like a segment.
 
 A scoped query (``analytics.scope``) reads the kept rows of the hours that lie wholly inside its
 window and computes the rest from the spans, only for the partial hours at the window's two
@@ -87,11 +91,20 @@ SELECT
     (SELECT coalesce(string_agg(CAST(p AS VARCHAR), '|' ORDER BY p.model, p.effective_from), '')
      FROM prices AS p)
     || '#' ||
-    (SELECT coalesce(string_agg(CAST(m AS VARCHAR), '|' ORDER BY m.model), '')
-     FROM price_models AS m)
-    || '#' ||
     (SELECT coalesce(string_agg(o.operation, '|' ORDER BY o.operation), '')
      FROM llm_operations AS o)
+    || '#' ||
+    coalesce((SELECT value FROM _catalog_settings WHERE name = 'price_mapping_rules'), '')
+"""
+
+
+# Model names of a segment's calls that the catalog's price mapping has not looked at yet.
+_UNMAPPED_SQL = """
+SELECT DISTINCT coalesce(s.response_model, s.request_model) AS model
+FROM segment_spans AS s
+WHERE s.operation IN (SELECT o.operation FROM llm_operations AS o)
+    AND coalesce(s.response_model, s.request_model) IS NOT NULL
+    AND coalesce(s.response_model, s.request_model) NOT IN (SELECT m.model FROM price_models AS m)
 """
 
 
@@ -99,12 +112,15 @@ SELECT
 class Kept:
     """The kept files (by kind) of the segments that may hold spans of the hours ``[start, end)``.
 
-    A file also holds rows outside those hours: readers filter on the hour.
+    A file also holds rows outside those hours: readers filter on the hour. ``unkept`` lists
+    the segments of those hours that have nothing kept (a model name the price mapping has not
+    looked at yet): readers compute their rows from the spans.
     """
 
     files: dict[str, tuple[str, ...]]
     start: datetime
     end: datetime
+    unkept: tuple[str, ...] = ()
 
 
 def whole_hours(start: datetime, end: datetime) -> tuple[datetime, datetime]:
@@ -154,16 +170,21 @@ class Derived:
             cur.execute("SET TimeZone = 'UTC'")
             base = self.root / fingerprint(cur)
             files: dict[str, list[str]] = {kind: [] for kind in KINDS}
+            unkept: list[str] = []
             for partition in self._partitions(first, last):
-                for kind, names in self._partition_files(cur, base, partition).items():
+                kept, missing = self._partition_files(cur, base, partition)
+                for kind, names in kept.items():
                     files[kind].extend(names)
+                unkept.extend(missing)
         except OSError as exc:
             log.warning("kept relations unavailable (%s); computing from spans", exc)
             return None
         finally:
             cur.close()
         self._remove_stale_fingerprints(base.name)
-        return Kept({kind: tuple(names) for kind, names in files.items()}, first, last)
+        return Kept(
+            {kind: tuple(names) for kind, names in files.items()}, first, last, tuple(unkept)
+        )
 
     def _partitions(self, first: datetime, last: datetime) -> list[str]:
         lo = f"{PARTITION_PREFIX}{first.astimezone(UTC).date().isoformat()}"
@@ -172,7 +193,9 @@ class Derived:
 
     def _partition_files(
         self, cur: duckdb.DuckDBPyConnection, base: Path, partition: str
-    ) -> dict[str, list[str]]:
+    ) -> tuple[dict[str, list[str]], list[str]]:
+        """The kept files of a partition's segments (built if missing), and the segments that
+        could not be kept."""
         segments = self.lake.list_segments(SPANS.name, partition)
         wanted = {segment.name for segment in segments}
         for kind in KINDS:
@@ -182,6 +205,7 @@ class Derived:
                     if stale.name not in wanted:  # its segment was compacted away
                         stale.unlink(missing_ok=True)
         files: dict[str, list[str]] = {kind: [] for kind in KINDS}
+        unkept: list[str] = []
         for segment in segments:
             kept = {kind: base / kind / partition / segment.name for kind in KINDS}
             if not all(path.exists() for path in kept.values()):
@@ -191,11 +215,28 @@ class Derived:
             if all(path.exists() for path in kept.values()):
                 for kind, path in kept.items():
                     files[kind].append(str(path.resolve()))
-        return files
+            elif segment.exists():
+                unkept.append(str(segment.resolve()))
+        return files, unkept
 
     def _build(self, cur: duckdb.DuckDBPyConnection, segment: Path, kept: dict[str, Path]) -> None:
-        source = quote_literal(str(segment.resolve()))
+        with_segment = (
+            "WITH segment_spans AS NOT MATERIALIZED ("
+            f"SELECT * EXCLUDE ({PARTITION_COLUMN}) FROM (SELECT * FROM _empty_spans "
+            "UNION ALL BY NAME SELECT * FROM "
+            f"read_parquet({quote_literal(str(segment.resolve()))}, union_by_name = true, "
+            "hive_partitioning = false))) "
+        )
         started = time.perf_counter()
+        try:
+            unmapped = cur.execute(with_segment + _UNMAPPED_SQL).fetchall()
+        except duckdb.IOException:
+            return  # the segment was compacted away: nothing to keep
+        if unmapped:
+            # The price mapping has not looked at these names yet (the catalog maps the names
+            # it has seen when its prices are installed): keep nothing that it would misprice.
+            log.debug("not keeping %s yet: unmapped models %s", segment.name, unmapped)
+            return
         for kind, path in kept.items():
             if path.exists():
                 continue
@@ -204,11 +245,7 @@ class Derived:
             tmp = path.parent / f".{path.stem}-{secrets.token_hex(4)}.parquet.tmp"
             try:
                 cur.execute(
-                    "COPY (WITH segment_spans AS NOT MATERIALIZED ("
-                    f"SELECT * EXCLUDE ({PARTITION_COLUMN}) FROM (SELECT * FROM _empty_spans "
-                    "UNION ALL BY NAME SELECT * FROM "
-                    f"read_parquet({source}, union_by_name = true, hive_partitioning = false))) "
-                    f"{KINDS[kind]}) TO {quote_literal(str(tmp))} "
+                    f"COPY ({with_segment}{KINDS[kind]}) TO {quote_literal(str(tmp))} "
                     "(FORMAT parquet, COMPRESSION zstd)"
                 )
                 with open(tmp, "rb") as handle:

@@ -17,11 +17,11 @@ CREATE TABLE prices (
     cache_write_usd_per_mtok DOUBLE
 )
 ;
--- Which price row a model name seen in the data uses (filled by the analytics layer); a model
--- missing here has no computed cost.
+-- Which price row a model name seen in the data uses (filled by the analytics layer): NULL for
+-- a name that matches no price. A call whose model has no price has no computed cost.
 CREATE TABLE price_models (
     model VARCHAR PRIMARY KEY,
-    price_model VARCHAR NOT NULL
+    price_model VARCHAR
 )
 ;
 -- Operations whose spans are model calls (filled from store.schema.LLM_OPERATIONS).

@@ -284,3 +284,43 @@ def test_an_unwritable_cache_falls_back_to_the_spans(tmp_path: Path) -> None:
     assert Derived(tmp_path).ensure(conn, T0, T0 + timedelta(hours=48)) is None
     start, end = T0 + timedelta(hours=1, minutes=3), T0 + timedelta(hours=47)
     _assert_same(_scoped_traces(conn, start, end), _reference(rows, start, end))
+
+
+def test_a_new_model_name_is_read_from_the_spans_until_mapped_then_kept_alone(
+    tmp_path: Path,
+) -> None:
+    rows = _rows()
+    lake = Lake(tmp_path)
+    _write_in_batches(lake, rows, batches=3, seed=6)
+    conn = open_catalog(tmp_path)
+    install_prices(conn)
+    start, end = T0, T0 + timedelta(hours=48)
+    _assert_same(_scoped_traces(conn, start, end), _reference(rows, start, end))
+    before = {p: p.stat().st_mtime_ns for p in _kept_files(tmp_path)}
+
+    # a model version the catalog has not mapped yet, in a whole hour that is already kept
+    root = span(start_time=T0 + timedelta(hours=7, minutes=10), duration_ms=1_500.0)
+    call = span(
+        trace_id=root["trace_id"],
+        parent_span_id=root["span_id"],
+        start_time=root["start_time"] + timedelta(milliseconds=20),
+        duration_ms=1_200.0,
+        operation="chat",
+        response_model="gpt-4o-2026-01-01",  # a new dated name of a priced model
+        input_tokens=2_000,
+        output_tokens=300,
+    )
+    lake.write("spans", pa.Table.from_pylist([root, call], schema=SPAN_SCHEMA))
+    rows += [root, call]
+    got = _scoped_traces(conn, start, end)
+    # not mapped yet: unpriced, exactly as the spans say with this catalog; nothing kept for it
+    assert got[root["trace_id"]]["num_llm_calls"] == 1
+    assert got[root["trace_id"]]["total_cost_usd"] is None
+    segment = {p.name for p in lake.list_segments("spans")} - {p.name for p in before}
+    assert not [p for p in _kept_files(tmp_path) if p.name in segment]
+
+    install_prices(conn)  # the catalog maps the names it has seen, the new one included
+    _assert_same(_scoped_traces(conn, start, end), _reference(rows, start, end))
+    after = {p: p.stat().st_mtime_ns for p in _kept_files(tmp_path)}
+    assert {p: after[p] for p in before} == before  # the other segments were not rebuilt
+    assert len(after) == len(before) + len(KINDS)
