@@ -6,7 +6,11 @@ ASOF join). Over 30 days of 10M spans every query would group all the spans and 
 calls again. Both depend only on one segment's rows (and the prices), and segments are
 immutable, so they are computed once per segment and kept, one file per :data:`KINDS` entry:
 
-    <data>/_cache/derived/<fingerprint>/<kind>/date=YYYY-MM-DD/<segment name>
+    <data>/_cache/derived/<fingerprint>/<kind>/date=YYYY-MM-DD/<segment name>   (today)
+    <data>/_cache/derived/<fingerprint>/<kind>/date=YYYY-MM-DD/day-<hash>.parquet  (past days)
+
+(a past day is kept whole, one file per kind named for its set of segments, since a query pays
+for every file it opens; a late or compacted segment changes the set and the day is kept again)
 
 * ``trace_parts``: one row per (project, trace_id, hour) of the segment's spans;
 * ``llm_calls``: the segment's model calls, priced, with every ``llm_calls`` column but the
@@ -59,6 +63,8 @@ log = logging.getLogger(__name__)
 
 CACHE_DIR = "_cache"
 DERIVED_DIR = "derived"
+#: Name prefix of a past day's kept file (one per kind, for all the day's segments).
+DAY_PREFIX = "day-"
 #: Columns of ``llm_calls`` and of root spans that are not kept (no metric over many rows reads
 #: them).
 CALL_COLUMNS_EXCLUDED = (
@@ -194,16 +200,27 @@ class Derived:
     def _partition_files(
         self, cur: duckdb.DuckDBPyConnection, base: Path, partition: str
     ) -> tuple[dict[str, list[str]], list[str]]:
-        """The kept files of a partition's segments (built if missing), and the segments that
-        could not be kept."""
+        """The kept files of a partition (built if missing), and the segments not kept.
+
+        A past day (before today, UTC) is kept as one file per kind for all its segments,
+        named for the set of segments, since a query pays for every file it opens (0.5 ms
+        each); today's partition, which grows under a receiver, is kept segment by segment.
+        """
         segments = self.lake.list_segments(SPANS.name, partition)
-        wanted = {segment.name for segment in segments}
-        for kind in KINDS:
-            kind_dir = base / kind / partition
-            if kind_dir.is_dir():
-                for stale in kind_dir.glob("*.parquet"):
-                    if stale.name not in wanted:  # its segment was compacted away
-                        stale.unlink(missing_ok=True)
+        if segments and partition < f"{PARTITION_PREFIX}{datetime.now(UTC).date().isoformat()}":
+            digest = hashlib.sha256("\n".join(s.name for s in segments).encode()).hexdigest()
+            day = {
+                kind: base / kind / partition / f"{DAY_PREFIX}{digest[:16]}.parquet"
+                for kind in KINDS
+            }
+            if not all(path.exists() for path in day.values()):
+                with _build_lock:
+                    self._build(cur, segments, day)
+            if all(path.exists() for path in day.values()):
+                self._remove_others(base, partition, {path.name for path in day.values()})
+                return {kind: [str(path.resolve())] for kind, path in day.items()}, []
+            # not keepable as a whole day yet (a model name not mapped): segment by segment
+        self._remove_others(base, partition, {segment.name for segment in segments})
         files: dict[str, list[str]] = {kind: [] for kind in KINDS}
         unkept: list[str] = []
         for segment in segments:
@@ -211,7 +228,7 @@ class Derived:
             if not all(path.exists() for path in kept.values()):
                 with _build_lock:
                     if segment.exists():
-                        self._build(cur, segment, kept)
+                        self._build(cur, [segment], kept)
             if all(path.exists() for path in kept.values()):
                 for kind, path in kept.items():
                     files[kind].append(str(path.resolve()))
@@ -219,14 +236,29 @@ class Derived:
                 unkept.append(str(segment.resolve()))
         return files, unkept
 
-    def _build(self, cur: duckdb.DuckDBPyConnection, segment: Path, kept: dict[str, Path]) -> None:
+    def _remove_others(self, base: Path, partition: str, wanted: set[str]) -> None:
+        """Delete a partition's kept files other than ``wanted`` (of compacted segments, or
+        replaced by a day file)."""
+        for kind in KINDS:
+            kind_dir = base / kind / partition
+            if kind_dir.is_dir():
+                for stale in kind_dir.glob("*.parquet"):
+                    if stale.name not in wanted:
+                        stale.unlink(missing_ok=True)
+
+    def _build(
+        self, cur: duckdb.DuckDBPyConnection, segments: list[Path], kept: dict[str, Path]
+    ) -> None:
+        """Write ``kept`` (kind -> file) from the rows of ``segments``, unless one of them holds
+        a model name the price mapping has not looked at yet."""
+        listed = ", ".join(quote_literal(str(segment.resolve())) for segment in segments)
         with_segment = (
             "WITH segment_spans AS NOT MATERIALIZED ("
             f"SELECT * EXCLUDE ({PARTITION_COLUMN}) FROM (SELECT * FROM _empty_spans "
             "UNION ALL BY NAME SELECT * FROM "
-            f"read_parquet({quote_literal(str(segment.resolve()))}, union_by_name = true, "
-            "hive_partitioning = false))) "
+            f"read_parquet([{listed}], union_by_name = true, hive_partitioning = false))) "
         )
+        name = segments[0].name if len(segments) == 1 else f"{len(segments)} segments"
         started = time.perf_counter()
         try:
             unmapped = cur.execute(with_segment + _UNMAPPED_SQL).fetchall()
@@ -235,7 +267,7 @@ class Derived:
         if unmapped:
             # The price mapping has not looked at these names yet (the catalog maps the names
             # it has seen when its prices are installed): keep nothing that it would misprice.
-            log.debug("not keeping %s yet: unmapped models %s", segment.name, unmapped)
+            log.debug("not keeping %s yet: unmapped models %s", name, unmapped)
             return
         for kind, path in kept.items():
             if path.exists():
@@ -259,7 +291,7 @@ class Derived:
                 tmp.unlink(missing_ok=True)
                 raise
             fsync_dir(path.parent)
-        log.debug("derived %s in %.3f s", segment.name, time.perf_counter() - started)
+        log.debug("derived %s in %.3f s", name, time.perf_counter() - started)
 
     def _remove_stale_fingerprints(self, current: str) -> None:
         if not self.root.is_dir():

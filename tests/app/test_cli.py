@@ -64,12 +64,12 @@ def test_ingest_reports_then_reingest_adds_nothing(
     out = capsys.readouterr().out
     assert "ingested 8 spans from 3 file(s)" in out
     assert _count(data) == 8
-    # the query work of every new segment is kept before the command returns
-    segments = {p.name for p in (data / "spans").glob("*/*.parquet")}
+    # the query work is kept before the command returns: a past day in one file per kind
+    days = {p.name for p in (data / "spans").glob("date=*")}
     for kind in KINDS:
-        kept = {p.name for p in (data / CACHE_DIR / DERIVED_DIR).glob(f"*/{kind}/*/*.parquet")}
-        assert kept == segments, kind
-    assert f"kept query work: {len(KINDS) * len(segments)} files" in out
+        kept = {p.parent.name for p in (data / CACHE_DIR / DERIVED_DIR).glob(f"*/{kind}/*/*")}
+        assert kept == days, kind
+    assert f"kept query work: {len(KINDS) * len(days)} files" in out
     assert main(["ingest", "--data-dir", str(data), *map(str, files)]) == 0
     assert "(8 already present, skipped)" in capsys.readouterr().out
     assert _count(data) == 8

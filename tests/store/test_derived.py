@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,17 @@ def _kept_files(data_dir: Path) -> list[Path]:
     return sorted((data_dir / CACHE_DIR / DERIVED_DIR).glob("*/*/date=*/*.parquet"))
 
 
+def _day_files(lake: Lake) -> list[str]:
+    """``date=…/day-<hash>.parquet`` of each past day: the layout store.derived promises."""
+    names = []
+    for partition in lake.partitions("spans"):
+        segments = "\n".join(p.name for p in lake.list_segments("spans", partition))
+        names.append(
+            f"{partition}/day-{hashlib.sha256(segments.encode()).hexdigest()[:16]}.parquet"
+        )
+    return names
+
+
 WINDOWS = (
     (T0, T0 + timedelta(hours=48)),  # whole hours
     (T0 + timedelta(hours=5, minutes=17), T0 + timedelta(hours=29, seconds=31)),  # ragged ends
@@ -269,10 +281,11 @@ def test_a_segment_written_later_counts_and_compaction_drops_the_orphans(tmp_pat
     result = lake.compact("spans", min_segments=2)
     assert result.num_segments_in > result.num_segments_out
     _assert_same(_scoped_traces(conn, start, end), _reference(rows, start, end))
-    segments = {p.name for p in lake.list_segments("spans")}
+    # a past day is kept as one file per kind, named for the day's (new) set of segments
     kept = _kept_files(tmp_path)
-    assert {p.name for p in kept} == segments
-    assert len(kept) == len(KINDS) * len(segments)
+    assert sorted(f"{p.parent.name}/{p.name}" for p in kept) == sorted(
+        _day_files(lake) * len(KINDS)
+    )
 
 
 def test_an_unwritable_cache_falls_back_to_the_spans(tmp_path: Path) -> None:
@@ -313,14 +326,44 @@ def test_a_new_model_name_is_read_from_the_spans_until_mapped_then_kept_alone(
     lake.write("spans", pa.Table.from_pylist([root, call], schema=SPAN_SCHEMA))
     rows += [root, call]
     got = _scoped_traces(conn, start, end)
-    # not mapped yet: unpriced, exactly as the spans say with this catalog; nothing kept for it
+    # not mapped yet: unpriced, exactly as the spans say with this catalog; its day is kept
+    # segment by segment, without the new segment
     assert got[root["trace_id"]]["num_llm_calls"] == 1
     assert got[root["trace_id"]]["total_cost_usd"] is None
-    segment = {p.name for p in lake.list_segments("spans")} - {p.name for p in before}
-    assert not [p for p in _kept_files(tmp_path) if p.name in segment]
+    day = f"date={root['start_time']:%Y-%m-%d}"
+    new_segment = max(p.name for p in lake.list_segments("spans", day))  # names sort by time
+    in_day = {p.name for p in _kept_files(tmp_path) if p.parent.name == day}
+    assert new_segment not in in_day
+    assert in_day == {p.name for p in lake.list_segments("spans", day)} - {new_segment}
 
     install_prices(conn)  # the catalog maps the names it has seen, the new one included
     _assert_same(_scoped_traces(conn, start, end), _reference(rows, start, end))
     after = {p: p.stat().st_mtime_ns for p in _kept_files(tmp_path)}
-    assert {p: after[p] for p in before} == before  # the other segments were not rebuilt
-    assert len(after) == len(before) + len(KINDS)
+    untouched = {p: t for p, t in before.items() if p.parent.name != day}
+    assert untouched and {p: after[p] for p in untouched} == untouched  # other days kept as were
+    assert sorted(f"{p.parent.name}/{p.name}" for p in after) == sorted(
+        _day_files(lake) * len(KINDS)
+    )
+
+
+def test_today_is_kept_segment_by_segment(tmp_path: Path) -> None:
+    """Today's partition grows under a receiver: one kept file per segment, no day file."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = now.replace(minute=0, second=0) - timedelta(hours=1)
+    if start.date() != now.date():  # just after midnight: the window must lie within today
+        start = now.replace(hour=0, minute=0, second=0)
+    lake = Lake(tmp_path)
+    batches = [
+        [span(start_time=start + timedelta(minutes=m), duration_ms=10.0) for m in (1, 2)],
+        [span(start_time=start + timedelta(minutes=m), duration_ms=10.0) for m in (3, 4, 5)],
+    ]
+    for batch in batches:
+        lake.write("spans", pa.Table.from_pylist(batch, schema=SPAN_SCHEMA))
+    conn = open_catalog(tmp_path)
+    install_prices(conn)
+    got = _scoped_traces(conn, start, now + timedelta(seconds=1))
+    assert len(got) == 5
+    segments = sorted(p.name for p in lake.list_segments("spans"))
+    for kind in KINDS:
+        kept = sorted(p.name for p in _kept_files(tmp_path) if p.parent.parent.name == kind)
+        assert kept == segments, kind
