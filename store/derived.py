@@ -9,8 +9,9 @@ immutable, so they are computed once per segment and kept, one file per :data:`K
     <data>/_cache/derived/<fingerprint>/<kind>/date=YYYY-MM-DD/<segment name>   (today)
     <data>/_cache/derived/<fingerprint>/<kind>/date=YYYY-MM-DD/day-<hash>.parquet  (past days)
 
-(a past day is kept whole, one file per kind named for its set of segments, since a query pays
-for every file it opens; a late or compacted segment changes the set and the day is kept again)
+(a past day that has stopped receiving segments for DAY_SETTLE is kept whole, one file per kind
+named for its set of segments, since a query pays for every file it opens; a late or compacted
+segment changes the set and the day is kept again)
 
 * ``trace_parts``: one row per (project, trace_id, hour) of the segment's spans;
 * ``llm_calls``: the segment's model calls, priced, with every ``llm_calls`` column but the
@@ -65,6 +66,8 @@ CACHE_DIR = "_cache"
 DERIVED_DIR = "derived"
 #: Name prefix of a past day's kept file (one per kind, for all the day's segments).
 DAY_PREFIX = "day-"
+#: A past day is kept whole once no segment has been written to it for this long.
+DAY_SETTLE = timedelta(minutes=10)
 #: Columns of ``llm_calls`` and of root spans that are not kept (no metric over many rows reads
 #: them).
 CALL_COLUMNS_EXCLUDED = (
@@ -202,12 +205,12 @@ class Derived:
     ) -> tuple[dict[str, list[str]], list[str]]:
         """The kept files of a partition (built if missing), and the segments not kept.
 
-        A past day (before today, UTC) is kept as one file per kind for all its segments,
-        named for the set of segments, since a query pays for every file it opens (0.5 ms
-        each); today's partition, which grows under a receiver, is kept segment by segment.
+        A settled past day (:meth:`_settled`) is kept as one file per kind for all its
+        segments, named for the set of segments, since a query pays for every file it opens
+        (0.5 ms each); a partition that still receives segments is kept segment by segment.
         """
         segments = self.lake.list_segments(SPANS.name, partition)
-        if segments and partition < f"{PARTITION_PREFIX}{datetime.now(UTC).date().isoformat()}":
+        if segments and self._settled(partition, segments):
             digest = hashlib.sha256("\n".join(s.name for s in segments).encode()).hexdigest()
             day = {
                 kind: base / kind / partition / f"{DAY_PREFIX}{digest[:16]}.parquet"
@@ -235,6 +238,18 @@ class Derived:
             elif segment.exists():
                 unkept.append(str(segment.resolve()))
         return files, unkept
+
+    def _settled(self, partition: str, segments: list[Path]) -> bool:
+        """Whether a partition is a past day that has stopped receiving segments: before today
+        (UTC) and nothing written to it for :data:`DAY_SETTLE` (late spans arrive for a while
+        after midnight, and each new segment would make the whole day be kept again)."""
+        if partition >= f"{PARTITION_PREFIX}{datetime.now(UTC).date().isoformat()}":
+            return False
+        try:
+            newest = max(segment.stat().st_mtime for segment in segments)
+        except FileNotFoundError:  # compacted under us: not settled
+            return False
+        return time.time() - newest >= DAY_SETTLE.total_seconds()
 
     def _remove_others(self, base: Path, partition: str, wanted: set[str]) -> None:
         """Delete a partition's kept files other than ``wanted`` (of compacted segments, or

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import random
+import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 
 from analytics.cost import install_prices, load_price_table
 from analytics.scope import Scope, run_scoped
+from store import derived
 from store.catalog import open_catalog, set_prices
 from store.derived import CACHE_DIR, DERIVED_DIR, KINDS, Derived
 from store.lake import Lake
@@ -264,6 +267,13 @@ def test_a_price_change_is_not_served_from_the_old_prices(tmp_path: Path) -> Non
     assert len(list((tmp_path / CACHE_DIR / DERIVED_DIR).iterdir())) == 2  # one per price set
 
 
+@pytest.fixture
+def settled_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past days count as settled as soon as they are written (the tests' lakes are new)."""
+    monkeypatch.setattr(derived, "DAY_SETTLE", timedelta(0))
+
+
+@pytest.mark.usefixtures("settled_at_once")
 def test_a_segment_written_later_counts_and_compaction_drops_the_orphans(tmp_path: Path) -> None:
     rows = _rows()
     lake = Lake(tmp_path)
@@ -299,6 +309,7 @@ def test_an_unwritable_cache_falls_back_to_the_spans(tmp_path: Path) -> None:
     _assert_same(_scoped_traces(conn, start, end), _reference(rows, start, end))
 
 
+@pytest.mark.usefixtures("settled_at_once")
 def test_a_new_model_name_is_read_from_the_spans_until_mapped_then_kept_alone(
     tmp_path: Path,
 ) -> None:
@@ -367,3 +378,24 @@ def test_today_is_kept_segment_by_segment(tmp_path: Path) -> None:
     for kind in KINDS:
         kept = sorted(p.name for p in _kept_files(tmp_path) if p.parent.parent.name == kind)
         assert kept == segments, kind
+
+
+def test_a_past_day_still_receiving_segments_is_kept_segment_by_segment(tmp_path: Path) -> None:
+    """Late spans arrive for a while after midnight: a day is kept whole once it settles."""
+    rows = _rows()
+    lake = Lake(tmp_path)
+    _write_in_batches(lake, rows, batches=3, seed=8)
+    conn = open_catalog(tmp_path)
+    install_prices(conn)
+    start, end = T0, T0 + timedelta(hours=48)
+    want = _reference(rows, start, end)
+    _assert_same(_scoped_traces(conn, start, end), want)
+    segments = sorted(f"{p.parent.name}/{p.name}" for p in lake.list_segments("spans"))
+    kept = sorted(f"{p.parent.name}/{p.name}" for p in _kept_files(tmp_path))
+    assert kept == sorted(segments * len(KINDS))  # just written: not settled
+    old = time.time() - derived.DAY_SETTLE.total_seconds() - 1
+    for segment in lake.list_segments("spans"):
+        os.utime(segment, (old, old))
+    _assert_same(_scoped_traces(conn, start, end), want)
+    kept = sorted(f"{p.parent.name}/{p.name}" for p in _kept_files(tmp_path))
+    assert kept == sorted(_day_files(lake) * len(KINDS))  # settled: one file per kind and day
