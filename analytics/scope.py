@@ -2,8 +2,8 @@
 
 This module is the one place that turns a :class:`Scope` into SQL. Metric SQL never filters by
 project, time or service itself: it reads the scoped relations ``scoped_spans``,
-``scoped_llm_calls`` and ``scoped_traces``, which :func:`run_scoped` defines as common table
-expressions over the catalog views, with every value bound as a parameter.
+``scoped_llm_calls`` and ``scoped_traces`` (and the others below), which :func:`run_scoped`
+defines as common table expressions over the catalog, with every value bound as a parameter.
 
 Filter semantics, per relation:
 
@@ -26,22 +26,25 @@ Filter semantics, per relation:
 * ``scoped_trace_spans``, ``scoped_trace_calls``: every span (model call) of the project that
   started from :data:`TRACE_SKEW` before the window to :data:`TRACE_MARGIN` after it, with no
   other filter: a request whose root is in scope is read whole, whatever service or model its
-  other spans have. ``scoped_request_calls`` and ``scoped_request_parts``: the same
-  model calls, and the trace parts (``views.sql``: ``trace_parts_of``) of the same spans, read
-  mostly from what :mod:`store.derived` keeps (no texts, attribute maps, events or links): use
-  them to total or test whole requests cheaply. ``scoped_span_parts``: the trace parts of the
-  project's spans that started in the window (no other filter), so that counting the traces
-  with a span in an unfiltered window does not read every span. ``scoped_trace_feedback`` and ``scoped_trace_annotations``: the project's
-  feedback and annotations from ``TRACE_SKEW`` before the window on (late feedback counts).
+  other spans have.
+* ``scoped_request_calls``, ``scoped_request_parts``: the same model calls, and the trace parts
+  (``views.sql``: ``trace_parts_of``) of the same spans, without texts, attribute maps, events
+  or links: use them to total or test whole requests cheaply.
+* ``scoped_span_parts``: the trace parts of the project's spans that started in the window (no
+  other filter), so that counting the traces with a span in the window reads no span.
+* ``scoped_trace_feedback``, ``scoped_trace_annotations``: the project's feedback and
+  annotations from ``TRACE_SKEW`` before the window on (late feedback counts).
 
 An empty ``services``, ``models`` or ``routes`` tuple means "no filter".
 
-**What is kept.** ``scoped_traces``, ``scoped_llm_calls`` and the ``scoped_request_*``
-relations read :mod:`store.derived`'s per-segment files for the whole hours of their windows and
-compute only the partial hours at each end from the spans, so they equal what the spans give.
-``scoped_llm_calls`` has every ``llm_calls`` column but the texts, attribute maps, events and
-links (:data:`store.derived.CALL_COLUMNS_EXCLUDED`); metrics that need those read
-``scoped_spans``.
+**What is kept.** ``scoped_traces``, ``scoped_llm_calls``, ``scoped_roots``,
+``scoped_root_spans`` and the ``*_parts`` and ``scoped_request_calls`` relations read
+:mod:`store.derived`'s kept files for the whole hours of their windows and compute only the
+partial hours at each end (and segments not kept yet) from the spans, so they equal what the
+spans give. ``scoped_llm_calls`` and ``scoped_root_spans`` have every column but the texts,
+attribute maps, events and links (:data:`store.derived.CALL_COLUMNS_EXCLUDED`); metrics that
+need those read ``scoped_spans`` or ``scoped_trace_spans``. Spans are read with the catalog's
+``spans_between``, which opens only the window's date partitions.
 
 **Route.** A request's route is its root span's *name*. OpenTelemetry's HTTP conventions name a
 server span ``{method} {http.route}`` (``POST /chat``), a low-cardinality template that already
