@@ -55,7 +55,8 @@ def keep_query_work(settings: Settings) -> None:
     started = time.perf_counter()
     conn = open_catalog(settings.data_dir)
     install_prices(conn, settings.price_file)
-    derived = Derived(settings.data_dir)
+    # The load has finished, so its past days will receive nothing more: keep them whole now.
+    derived = Derived(settings.data_dir, day_settle=timedelta(0))
     lo, hi = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
     kept = derived.ensure(conn, lo + timedelta(days=1), hi - timedelta(days=1))
     conn.close()

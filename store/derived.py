@@ -159,9 +159,12 @@ def fingerprint(conn: duckdb.DuckDBPyConnection) -> str:
 class Derived:
     """The kept relations of one lake's segments (see the module docstring)."""
 
-    def __init__(self, data_dir: Path | str) -> None:
+    def __init__(self, data_dir: Path | str, *, day_settle: timedelta | None = None) -> None:
+        """``day_settle``: how long a past day must have received no segment to be kept whole
+        (default :data:`DAY_SETTLE`; a batch load that has finished may say 0)."""
         self.lake = Lake(data_dir)
         self.root = Path(data_dir) / CACHE_DIR / DERIVED_DIR
+        self.day_settle = DAY_SETTLE if day_settle is None else day_settle
 
     def ensure(
         self, conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime
@@ -241,15 +244,15 @@ class Derived:
 
     def _settled(self, partition: str, segments: list[Path]) -> bool:
         """Whether a partition is a past day that has stopped receiving segments: before today
-        (UTC) and nothing written to it for :data:`DAY_SETTLE` (late spans arrive for a while
-        after midnight, and each new segment would make the whole day be kept again)."""
+        (UTC) and nothing written to it for ``day_settle`` (late spans arrive for a while after
+        midnight, and each new segment would make the whole day be kept again)."""
         if partition >= f"{PARTITION_PREFIX}{datetime.now(UTC).date().isoformat()}":
             return False
         try:
             newest = max(segment.stat().st_mtime for segment in segments)
         except FileNotFoundError:  # compacted under us: not settled
             return False
-        return time.time() - newest >= DAY_SETTLE.total_seconds()
+        return time.time() - newest >= self.day_settle.total_seconds()
 
     def _remove_others(self, base: Path, partition: str, wanted: set[str]) -> None:
         """Delete a partition's kept files other than ``wanted`` (of compacted segments, or
