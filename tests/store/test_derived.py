@@ -8,6 +8,7 @@ import os
 import random
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,21 @@ def _write_in_batches(lake: Lake, rows: list[Row], batches: int, seed: int) -> N
         lake.write("spans", pa.Table.from_pylist(shuffled[i::batches], schema=SPAN_SCHEMA))
 
 
+def _priced_lake(tmp_path: Path, batches: int, seed: int) -> tuple[list[Row], Lake, Any]:
+    """``_rows()`` written in ``batches`` segments, and a catalog over them with prices."""
+    rows = _rows()
+    lake = Lake(tmp_path)
+    _write_in_batches(lake, rows, batches=batches, seed=seed)
+    conn = open_catalog(tmp_path)
+    install_prices(conn)
+    return rows, lake, conn
+
+
+def _layout(paths: Iterable[Path]) -> list[str]:
+    """``date=…/name`` of each path, sorted: a partition's files as the tests compare them."""
+    return sorted(f"{p.parent.name}/{p.name}" for p in paths)
+
+
 def _reference(rows: list[Row], start: datetime, end: datetime) -> dict[str, Row]:
     """The requests whose first span is in [start, end), computed from the spans by hand."""
     by_trace: dict[str, list[Row]] = defaultdict(list)
@@ -212,10 +228,7 @@ WINDOWS = (
 def test_requests_from_kept_parts_equal_the_spans_by_hand(
     tmp_path: Path, window: tuple[datetime, datetime]
 ) -> None:
-    rows = _rows()
-    _write_in_batches(Lake(tmp_path), rows, batches=3, seed=1)
-    conn = open_catalog(tmp_path)
-    install_prices(conn)
+    rows, _, conn = _priced_lake(tmp_path, batches=3, seed=1)
     start, end = window
     want = _reference(rows, start, end)
     _assert_same(_scoped_traces(conn, start, end), want)  # builds the kept files
@@ -224,10 +237,7 @@ def test_requests_from_kept_parts_equal_the_spans_by_hand(
 
 
 def test_kept_calls_equal_the_calls_view(tmp_path: Path) -> None:
-    rows = _rows()
-    _write_in_batches(Lake(tmp_path), rows, batches=4, seed=2)
-    conn = open_catalog(tmp_path)
-    install_prices(conn)
+    rows, _, conn = _priced_lake(tmp_path, batches=4, seed=2)
     start, end = T0 + timedelta(hours=2, minutes=30), T0 + timedelta(hours=45, minutes=10)
     got = run_scoped(
         conn,
@@ -249,9 +259,7 @@ def test_kept_calls_equal_the_calls_view(tmp_path: Path) -> None:
 
 
 def test_a_price_change_is_not_served_from_the_old_prices(tmp_path: Path) -> None:
-    _write_in_batches(Lake(tmp_path), _rows(), batches=2, seed=3)
-    conn = open_catalog(tmp_path)
-    install_prices(conn)
+    _, _, conn = _priced_lake(tmp_path, batches=2, seed=3)
     scope = Scope("default", T0, T0 + timedelta(hours=48))
     sql = "SELECT sum(total_cost_usd) AS usd FROM scoped_traces"
     before = run_scoped(conn, scope, sql).to_pylist()[0]["usd"]
@@ -275,11 +283,7 @@ def settled_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("settled_at_once")
 def test_a_segment_written_later_counts_and_compaction_drops_the_orphans(tmp_path: Path) -> None:
-    rows = _rows()
-    lake = Lake(tmp_path)
-    _write_in_batches(lake, rows, batches=5, seed=4)
-    conn = open_catalog(tmp_path)
-    install_prices(conn)
+    rows, lake, conn = _priced_lake(tmp_path, batches=5, seed=4)
     start, end = T0, T0 + timedelta(hours=48)
     _scoped_traces(conn, start, end)
     # a late request inside hours that are already kept
@@ -293,17 +297,12 @@ def test_a_segment_written_later_counts_and_compaction_drops_the_orphans(tmp_pat
     _assert_same(_scoped_traces(conn, start, end), _reference(rows, start, end))
     # a past day is kept as one file per kind, named for the day's (new) set of segments
     kept = _kept_files(tmp_path)
-    assert sorted(f"{p.parent.name}/{p.name}" for p in kept) == sorted(
-        _day_files(lake) * len(KINDS)
-    )
+    assert _layout(kept) == sorted(_day_files(lake) * len(KINDS))
 
 
 def test_an_unwritable_cache_falls_back_to_the_spans(tmp_path: Path) -> None:
-    rows = _rows()
-    _write_in_batches(Lake(tmp_path), rows, batches=2, seed=5)
+    rows, _, conn = _priced_lake(tmp_path, batches=2, seed=5)
     (tmp_path / CACHE_DIR).write_text("not a folder")  # mkdir under it fails
-    conn = open_catalog(tmp_path)
-    install_prices(conn)
     assert Derived(tmp_path).ensure(conn, T0, T0 + timedelta(hours=48)) is None
     start, end = T0 + timedelta(hours=1, minutes=3), T0 + timedelta(hours=47)
     _assert_same(_scoped_traces(conn, start, end), _reference(rows, start, end))
@@ -313,11 +312,7 @@ def test_an_unwritable_cache_falls_back_to_the_spans(tmp_path: Path) -> None:
 def test_a_new_model_name_is_read_from_the_spans_until_mapped_then_kept_alone(
     tmp_path: Path,
 ) -> None:
-    rows = _rows()
-    lake = Lake(tmp_path)
-    _write_in_batches(lake, rows, batches=3, seed=6)
-    conn = open_catalog(tmp_path)
-    install_prices(conn)
+    rows, lake, conn = _priced_lake(tmp_path, batches=3, seed=6)
     start, end = T0, T0 + timedelta(hours=48)
     _assert_same(_scoped_traces(conn, start, end), _reference(rows, start, end))
     before = {p: p.stat().st_mtime_ns for p in _kept_files(tmp_path)}
@@ -352,9 +347,7 @@ def test_a_new_model_name_is_read_from_the_spans_until_mapped_then_kept_alone(
     after = {p: p.stat().st_mtime_ns for p in _kept_files(tmp_path)}
     untouched = {p: t for p, t in before.items() if p.parent.name != day}
     assert untouched and {p: after[p] for p in untouched} == untouched  # other days kept as were
-    assert sorted(f"{p.parent.name}/{p.name}" for p in after) == sorted(
-        _day_files(lake) * len(KINDS)
-    )
+    assert _layout(after) == sorted(_day_files(lake) * len(KINDS))
 
 
 def test_today_is_kept_segment_by_segment(tmp_path: Path) -> None:
@@ -382,20 +375,16 @@ def test_today_is_kept_segment_by_segment(tmp_path: Path) -> None:
 
 def test_a_past_day_still_receiving_segments_is_kept_segment_by_segment(tmp_path: Path) -> None:
     """Late spans arrive for a while after midnight: a day is kept whole once it settles."""
-    rows = _rows()
-    lake = Lake(tmp_path)
-    _write_in_batches(lake, rows, batches=3, seed=8)
-    conn = open_catalog(tmp_path)
-    install_prices(conn)
+    rows, lake, conn = _priced_lake(tmp_path, batches=3, seed=8)
     start, end = T0, T0 + timedelta(hours=48)
     want = _reference(rows, start, end)
     _assert_same(_scoped_traces(conn, start, end), want)
-    segments = sorted(f"{p.parent.name}/{p.name}" for p in lake.list_segments("spans"))
-    kept = sorted(f"{p.parent.name}/{p.name}" for p in _kept_files(tmp_path))
+    segments = _layout(lake.list_segments("spans"))
+    kept = _layout(_kept_files(tmp_path))
     assert kept == sorted(segments * len(KINDS))  # just written: not settled
     old = time.time() - derived.DAY_SETTLE.total_seconds() - 1
     for segment in lake.list_segments("spans"):
         os.utime(segment, (old, old))
     _assert_same(_scoped_traces(conn, start, end), want)
-    kept = sorted(f"{p.parent.name}/{p.name}" for p in _kept_files(tmp_path))
+    kept = _layout(_kept_files(tmp_path))
     assert kept == sorted(_day_files(lake) * len(KINDS))  # settled: one file per kind and day
