@@ -260,16 +260,9 @@ def install_prices(
     return price_models
 
 
-# Each call's cost split by token type; the components add up to total_cost_usd. A reported
-# cost (the span's own) has no split. Mirrors the llm_calls view's formula.
-# The calls of the scope with their cost split (llm_calls_of in store/views.sql prices each
-# call once, into input, cache-read, cache-write and output parts or a reported cost).
-_PRICED_CALLS_SQL = """
-priced AS (
-    SELECT * FROM scoped_llm_calls
-)"""
-
-# The sums every cost grouping reports, over `priced` rows.
+# The sums every cost grouping reports, over model calls. Each call carries its cost split
+# (llm_calls_of in store/views.sql: input, cache-read, cache-write and output parts, which add
+# up to total_cost_usd, or the span's own reported cost) and whether it is unpriced.
 _COST_SUMS_SQL = """
     coalesce(sum(total_cost_usd), 0.0) AS cost_usd,
     count(*) AS num_llm_calls,
@@ -317,16 +310,16 @@ class CostSummary:
 
 
 COST_SUMMARY_SQL = f"""
-WITH {_PRICED_CALLS_SQL}, per_request AS (
+WITH per_request AS (
     SELECT trace_id, sum(total_cost_usd) AS cost_usd
-    FROM priced
+    FROM scoped_llm_calls
     GROUP BY trace_id
     HAVING count(total_cost_usd) > 0
 )
 SELECT
     {_COST_SUMS_SQL},
     (SELECT quantile_cont(cost_usd, [0.5, 0.95]) FROM per_request) AS per_request_qs
-FROM priced
+FROM scoped_llm_calls
 """
 
 
@@ -375,9 +368,9 @@ def _cost_key(by: str) -> tuple[str, str]:
 
 
 COST_BY_DIMENSION_SQL = """
-WITH {priced}, grouped AS (
+WITH grouped AS (
     SELECT {key} AS key, {sums}
-    FROM priced AS c {join}
+    FROM scoped_llm_calls AS c {join}
     GROUP BY key
 )
 SELECT
@@ -407,7 +400,6 @@ def cost_by_dimension(
     """
     key, join = _cost_key(by)
     sql = COST_BY_DIMENSION_SQL.format(
-        priced=_PRICED_CALLS_SQL.strip(),
         key=key,
         sums=_COST_SUMS_SQL.strip(),
         join=join,
@@ -482,9 +474,7 @@ WITH top AS (
         CAST(coalesce(sum(input_tokens), 0) AS BIGINT) AS input_tokens,
         CAST(coalesce(sum(output_tokens), 0) AS BIGINT) AS output_tokens,
         CAST(coalesce(sum(cache_read_tokens), 0) AS BIGINT) AS cache_read_tokens,
-        count(*) FILTER (
-            WHERE total_cost_usd IS NULL AND (input_tokens IS NOT NULL OR output_tokens IS NOT NULL)
-        ) AS num_unpriced_calls,
+        count(*) FILTER (WHERE unpriced) AS num_unpriced_calls,
         list_sort(list_distinct(list(model) FILTER (WHERE model IS NOT NULL))) AS models,
         arg_min(user_id, start_time) FILTER (WHERE user_id IS NOT NULL) AS call_user_id,
         arg_min(session_id, start_time) FILTER (WHERE session_id IS NOT NULL) AS call_session_id
@@ -540,7 +530,7 @@ SELECT
     min(start_time) AS first_seen,
     max(start_time) AS last_seen
 FROM scoped_llm_calls
-WHERE total_cost_usd IS NULL AND (input_tokens IS NOT NULL OR output_tokens IS NOT NULL)
+WHERE unpriced
 GROUP BY model, provider
 ORDER BY num_calls DESC, model NULLS LAST, provider NULLS LAST
 """
@@ -589,9 +579,7 @@ class CostProjection:
 COST_PROJECTION_SQL = """
 SELECT
     coalesce(sum(total_cost_usd), 0.0) AS cost_usd,
-    count(*) FILTER (
-        WHERE total_cost_usd IS NULL AND (input_tokens IS NOT NULL OR output_tokens IS NOT NULL)
-    ) AS num_unpriced_calls
+    count(*) FILTER (WHERE unpriced) AS num_unpriced_calls
 FROM scoped_llm_calls
 """
 

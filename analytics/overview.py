@@ -68,10 +68,7 @@ WITH requests AS (
 ), calls AS (
     SELECT
         count(*) AS num_llm_calls,
-        count(*) FILTER (
-            WHERE total_cost_usd IS NULL
-            AND (input_tokens IS NOT NULL OR output_tokens IS NOT NULL)
-        ) AS num_unpriced_calls,
+        count(*) FILTER (WHERE unpriced) AS num_unpriced_calls,
         count(ttft_ms) AS num_streamed_calls,
         quantile_cont(ttft_ms, [0.5, 0.95, 0.99]) AS ttft_ms,
         CAST(coalesce(sum(input_tokens), 0) AS BIGINT) AS input_tokens,
