@@ -5,8 +5,11 @@ for JSON lines, flat spans and feedback, ``files`` for files and folders); each 
 spans into rows through ``records.SpanBuilder``, which validates ids and times and runs the
 ``conventions`` normalizer, compiled from ``conventions.toml`` (conventions as data).
 ``messages`` pulls text out of the many message shapes SDKs send. Bad input raises or records
-``IngestError(source, location, reason)``; valid records beside it still land. ``loader``
-feeds decoded batches to ``store.writer.LakeWriter``, which acknowledges only after fsync.
+``IngestError(source, location, reason)``; valid records beside it still land. ``guard``
+then reads guardrail results out of each batch (``guardrails`` from ``guardrails.toml``, the
+built-in ``detectors``) and applies the ``redaction`` policy, before anything is written.
+``loader`` feeds guarded batches to ``store.writer.LakeWriter``, which acknowledges only after
+fsync; the receiver guards in its decoder workers.
 
 Imports ``store`` and nothing else of the project.
 """

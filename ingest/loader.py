@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.files import DEFAULT_BATCH_SPANS, iter_file, list_input_files
+from ingest.guard import Guard
 from ingest.records import IngestError
 from store.schema import DEFAULT_PROJECT
 from store.writer import LakeWriter
@@ -19,6 +20,7 @@ class FileReport:
     path: Path
     num_spans: int = 0
     num_feedback: int = 0
+    num_guardrail_results: int = 0
     errors: list[IngestError] = field(default_factory=list)
 
     @property
@@ -34,8 +36,14 @@ def ingest_paths(
     project: str = DEFAULT_PROJECT,
     batch_spans: int = DEFAULT_BATCH_SPANS,
     on_file: Callable[[FileReport], None] | None = None,
+    guard: Guard | None = None,
 ) -> list[FileReport]:
-    """Ingest files and folders; every accepted batch is durable (in the log) when this returns."""
+    """Ingest files and folders; every accepted batch is durable (in the log) when this returns.
+
+    Each batch passes ``guard`` (default: built-in detectors, secrets masked) before the log:
+    its guardrail results land in the ``guardrails`` table and redacted text never reaches disk.
+    """
+    guard = guard if guard is not None else Guard()
     reports = []
     for path in list_input_files(list(paths)):
         report = FileReport(path)
@@ -44,8 +52,12 @@ def ingest_paths(
         else:
             for decoded in iter_file(path, project=project, batch_spans=batch_spans):
                 if decoded.spans.num_rows:
-                    writer.append("spans", decoded.spans)
-                    report.num_spans += decoded.spans.num_rows
+                    guarded = guard.apply(decoded.spans)
+                    writer.append_many(
+                        [("spans", guarded.spans), ("guardrails", guarded.guardrails)]
+                    )
+                    report.num_spans += guarded.spans.num_rows
+                    report.num_guardrail_results += guarded.guardrails.num_rows
                 if decoded.feedback.num_rows:
                     writer.append("feedback", decoded.feedback)
                     report.num_feedback += decoded.feedback.num_rows

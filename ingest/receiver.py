@@ -90,6 +90,7 @@ from ingest.receiver_config import ConfigError, Limits, read_tokens
 from ingest.receiver_core import Ingestor
 from ingest.receiver_grpc import create_grpc_server
 from ingest.receiver_http import create_app
+from ingest.redaction import RedactionPolicy
 from store.schema import DEFAULT_PROJECT
 
 __all__ = ["ConfigError", "Limits", "read_tokens", "serve"]
@@ -119,17 +120,20 @@ def serve(
     project: str = DEFAULT_PROJECT,
     limits: Limits | None = None,
     on_ready: Callable[[int, int | None], None] | None = None,
+    redaction: RedactionPolicy | None = None,
 ) -> None:
     """Serve OTLP/HTTP and OTLP/gRPC until SIGTERM/SIGINT, then drain, flush and close the writer.
 
     ``grpc_port=None`` serves HTTP only; port 0 picks a free port (``on_ready(http_port,
     grpc_port)`` is told which, once both servers listen). ``tokens`` maps bearer token ->
     project; without tokens there is no auth and everything is stored under ``project``.
-    Decoder workers are spawned processes, so a script calling this needs the usual
+    ``redaction`` is the policy for text in spans (default: secrets masked, PII kept). Decoder workers are spawned processes, so a script calling this needs the usual
     ``if __name__ == "__main__":`` guard.
     """
     http_socket = _bind(host, port)  # before anything else: a taken port fails fast and clearly
-    ingestor = Ingestor(data_dir, tokens=tokens, project=project, limits=limits)
+    ingestor = Ingestor(
+        data_dir, tokens=tokens, project=project, limits=limits, redaction=redaction
+    )
     grpc_server = None
     try:
         bound_grpc = None

@@ -29,6 +29,7 @@ import pyarrow as pa
 from ingest.metrics import ReceiverMetrics
 from ingest.receiver_config import Limits, TokenTable, check_project
 from ingest.receiver_decode import BodyKind, DecodeOutcome, decode_body, warm_up, watch_parent
+from ingest.redaction import RedactionPolicy
 from store.schema import DEFAULT_PROJECT
 from store.writer import Backlog, LakeWriter
 
@@ -64,7 +65,9 @@ class Ingestor:
         project: str = DEFAULT_PROJECT,
         limits: Limits | None = None,
         metrics: ReceiverMetrics | None = None,
+        redaction: RedactionPolicy | None = None,
     ) -> None:
+        self.redaction = redaction or RedactionPolicy()
         self.limits = (limits or Limits()).validated()
         self.tokens = TokenTable(tokens or {}, check_project(project, "project", 1))
         self.metrics = metrics or ReceiverMetrics()
@@ -156,7 +159,15 @@ class Ingestor:
         self, body: bytes, encoding: str, kind: BodyKind, project: str, source: str
     ) -> concurrent.futures.Future[DecodeOutcome]:
         """Decode a body in the worker pool; a dead worker fails the future with Unavailable."""
-        args = (body, encoding, kind, project, self.limits.max_decoded_bytes, source)
+        args = (
+            body,
+            encoding,
+            kind,
+            project,
+            self.limits.max_decoded_bytes,
+            source,
+            self.redaction,
+        )
         with self._lock:
             pool = self._pool
         try:

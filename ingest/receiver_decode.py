@@ -18,9 +18,11 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from ingest.conventions import Normalizer, load_normalizer
+from ingest.guard import Guard
 from ingest.jsonl import feedback_row, feedback_table
 from ingest.otlp import decode_otlp_json, decode_otlp_protobuf
 from ingest.records import IngestError, SpanBuilder
+from ingest.redaction import RedactionPolicy
 
 MiB = 1024 * 1024
 SUPPORTED_ENCODINGS = ("", "identity", "gzip", "x-gzip", "deflate")
@@ -82,13 +84,18 @@ class DecodeOutcome:
 
     spans: pa.Table | None = None
     feedback: pa.Table | None = None
+    guardrails: pa.Table | None = None
     errors: list[tuple[str, str]] = field(default_factory=list)
     failure: tuple[int, str] | None = None  # (HTTP status 400/413, message)
     num_records: int = 0
 
     def tables(self) -> list[tuple[str, pa.Table]]:
         """The (lake table, rows) pairs to commit."""
-        pairs = [("spans", self.spans), ("feedback", self.feedback)]
+        pairs = [
+            ("spans", self.spans),
+            ("feedback", self.feedback),
+            ("guardrails", self.guardrails),
+        ]
         return [(name, table) for name, table in pairs if table is not None and table.num_rows]
 
     @property
@@ -111,17 +118,20 @@ class DecodeOutcome:
     def __getstate__(self) -> dict[str, Any]:
         """Tables cross the process boundary as Arrow IPC: far cheaper than pickling arrays."""
         state = dict(self.__dict__)
-        for name in ("spans", "feedback"):
+        for name in _TABLES:
             if state[name] is not None:
                 state[name] = _to_ipc(state[name])
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Read the tables back from IPC, zero-copy over the received bytes."""
-        for name in ("spans", "feedback"):
+        for name in _TABLES:
             if state[name] is not None:
                 state[name] = pa.ipc.open_stream(state[name]).read_all()
         self.__dict__.update(state)
+
+
+_TABLES = ("spans", "feedback", "guardrails")
 
 
 def _to_ipc(table: pa.Table) -> pa.Buffer:
@@ -134,6 +144,11 @@ def _to_ipc(table: pa.Table) -> pa.Buffer:
 @cache
 def _normalizer() -> Normalizer:
     return load_normalizer()
+
+
+@cache
+def _guard(policy: RedactionPolicy) -> Guard:
+    return Guard(policy)
 
 
 def watch_parent(parent_pid: int, interval_s: float = 0.5) -> None:
@@ -150,13 +165,24 @@ def watch_parent(parent_pid: int, interval_s: float = 0.5) -> None:
 def warm_up() -> int:
     """Import and build what decoding needs (run once in each worker); returns the pid."""
     _normalizer()
+    _guard(RedactionPolicy())
     return os.getpid()
 
 
 def decode_body(
-    body: bytes, encoding: str, kind: BodyKind, project: str, max_decoded_bytes: int, source: str
+    body: bytes,
+    encoding: str,
+    kind: BodyKind,
+    project: str,
+    max_decoded_bytes: int,
+    source: str,
+    redaction: RedactionPolicy | None = None,
 ) -> DecodeOutcome:
-    """Inflate and decode one request body; bad input becomes a failure or per-record errors."""
+    """Inflate and decode one request body; bad input becomes a failure or per-record errors.
+
+    Spans pass the guard stage (guardrail results, redaction under ``redaction``) here, so
+    text the policy masks never leaves the worker.
+    """
     try:
         data = inflate(body, encoding, max_decoded_bytes)
     except BodyTooLarge as exc:
@@ -177,8 +203,12 @@ def decode_body(
     if decoded.spans.num_rows == 0 and any(where == "document" for where, _ in errors):
         # The envelope itself is wrong (not an OTLP trace request): the whole body is bad data.
         return DecodeOutcome(failure=(400, f"{source}: {errors[0][0]}: {errors[0][1]}"))
+    guarded = _guard(redaction or RedactionPolicy()).apply(decoded.spans)
     return DecodeOutcome(
-        spans=decoded.spans, errors=errors, num_records=decoded.spans.num_rows + len(errors)
+        spans=guarded.spans,
+        guardrails=guarded.guardrails,
+        errors=errors,
+        num_records=decoded.spans.num_rows + len(errors),
     )
 
 

@@ -7,7 +7,7 @@ Start-up replays every write-ahead log a crashed process left behind; the lake's
 that idempotent. ``Lake.compact`` merges small segments.
 
 Reads go through ``catalog.open_catalog``: each reader process gets its own in-memory DuckDB
-whose base views (``spans``, ``feedback``, ``annotations``) glob the lake on every query, and whose derived
+whose base views (``spans``, ``feedback``, ``annotations``, ``guardrails``) glob the lake on every query, and whose derived
 views (``llm_calls``, ``traces``, ``sessions``) live in ``views.sql``, written to be
 transpiled to ClickHouse. ``schema`` is the public column contract.
 
@@ -27,6 +27,7 @@ _EXPORTS = {
         "ANNOTATIONS",
         "DEFAULT_SPECS",
         "FEEDBACK",
+        "GUARDRAILS",
         "SPANS",
         "CompactResult",
         "Lake",
@@ -49,6 +50,7 @@ __all__ = [
     "ANNOTATIONS",
     "DEFAULT_SPECS",
     "FEEDBACK",
+    "GUARDRAILS",
     "SPANS",
     "Backlog",
     "CompactResult",

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from store.schema import ANNOTATION_SCHEMA, FEEDBACK_SCHEMA, SPAN_SCHEMA
+from store.schema import ANNOTATION_SCHEMA, FEEDBACK_SCHEMA, GUARDRAIL_SCHEMA, SPAN_SCHEMA
 from store.wal import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ class TableSpec:
 SPANS = TableSpec("spans", SPAN_SCHEMA, ("trace_id", "span_id"), "start_time")
 FEEDBACK = TableSpec("feedback", FEEDBACK_SCHEMA, ("feedback_id",), "time")
 ANNOTATIONS = TableSpec("annotations", ANNOTATION_SCHEMA, ("annotation_id",), "time")
-DEFAULT_SPECS: tuple[TableSpec, ...] = (SPANS, FEEDBACK, ANNOTATIONS)
+GUARDRAILS = TableSpec("guardrails", GUARDRAIL_SCHEMA, ("result_id",), "time")
+DEFAULT_SPECS: tuple[TableSpec, ...] = (SPANS, FEEDBACK, ANNOTATIONS, GUARDRAILS)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,40 @@ ANNOTATION_SCHEMA = pa.schema(
     ]
 )
 
+#: Guardrail results: one row per guardrail evaluation read from a guardrail span or a
+#: guardrail span event, and one per built-in detector finding on a model call (ingest.guard).
+#: ``source`` is span | event | detector; ``stage`` input | output; ``action`` one of
+#: GUARDRAIL_ACTIONS or null (a verdict Flywheel cannot read); ``triggered`` is action <> pass.
+#: ``model`` and ``service_name`` are those of the span checked; ``latency_ms`` the guardrail
+#: span's duration (null for events and detectors); ``num_matches`` how many findings a
+#: detector made (null otherwise). ``result_id`` is a hash of where the result came from, so
+#: the same span sent twice adds no second result.
+GUARDRAIL_SCHEMA = pa.schema(
+    [
+        pa.field("project", pa.string(), nullable=False),
+        pa.field("result_id", pa.string(), nullable=False),
+        pa.field("trace_id", pa.string(), nullable=False),
+        pa.field("span_id", pa.string(), nullable=False),
+        pa.field("time", TIMESTAMP, nullable=False),
+        pa.field("service_name", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("guardrail", pa.string()),
+        pa.field("stage", pa.string()),
+        pa.field("category", pa.string()),
+        pa.field("action", pa.string()),
+        pa.field("triggered", pa.bool_(), nullable=False),
+        pa.field("score", pa.float64()),
+        pa.field("latency_ms", pa.float64()),
+        pa.field("policy_id", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("num_matches", pa.int64()),
+    ]
+)
+GUARDRAIL_ACTIONS: tuple[str, ...] = (
+    "pass", "block", "mask", "warn", "retry", "fallback", "human_handoff"
+)  # fmt: skip
+
 #: Span kinds as stored (OTLP enum value -> name).
 SPAN_KINDS: dict[int, str] = {
     0: "UNSPECIFIED",
@@ -126,6 +160,8 @@ DEFAULT_PROJECT = "default"
 
 #: Operations whose spans are model calls (the ``llm_calls`` view).
 LLM_OPERATIONS: tuple[str, ...] = ("chat", "text_completion", "generate_content", "embeddings")
+#: Model calls that generate text (every model call but embeddings): what detectors check.
+GENERATION_OPERATIONS: tuple[str, ...] = ("chat", "text_completion", "generate_content")
 
 
 def empty_spans() -> pa.Table:

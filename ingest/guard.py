@@ -1,0 +1,506 @@
+"""The guard stage between decoding and the write-ahead log: guardrail results and redaction.
+
+``Guard.apply`` takes a batch of canonical spans and returns them redacted, with the guardrail
+results they carry (the ``guardrails`` lake table):
+
+* **Guardrail spans and events** (``ingest.guardrails``): one result per evaluation.
+* **Built-in detectors** on model calls (``chat``, ``text_completion``, ``generate_content``):
+  PII and secrets in the input and output text, prompt-injection phrasing in the input,
+  refusal phrasing in the output (``ingest.detectors``); empty output (no text, or no output
+  tokens, on a call that did not fail); truncation (finish reason ``length``/``max_tokens``);
+  the provider's content filter (finish reason ``content_filter``/``safety``); and, when the
+  call asked for JSON (``gen_ai.output.type=json``, a ``response_format`` or a schema), whether
+  the output parses (one result either way, so the format error rate has its denominator).
+  A detector writes a row only when it fires; its rate is over the model calls in scope.
+* **Redaction** (``ingest.redaction``): every masked or hashed finding is replaced in the input
+  and output text, the status message, and every value of the span's and its events' attribute
+  maps, so the original never reaches the log or the lake; the detection is still recorded.
+
+Whole columns are screened with RE2 patterns in Arrow first; Python confirms and rewrites only
+the texts a screen matched, so a batch without findings costs a few vectorized passes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ingest.detectors import (
+    PHRASE_DETECTORS,
+    SENSITIVE_SCREEN,
+    Finding,
+    find_phrase,
+    find_sensitive,
+)
+from ingest.guardrails import GuardrailResult, GuardrailRules, load_rules
+from ingest.redaction import RedactionPolicy, SpanRedactor
+from store.schema import ATTRIBUTE_MAP, GENERATION_OPERATIONS, GUARDRAIL_SCHEMA
+
+TRUNCATION_REASONS: tuple[str, ...] = ("length", "max_tokens", "max_output_tokens", "token_limit")
+CONTENT_FILTER_REASONS: tuple[str, ...] = (
+    "content_filter", "content-filter", "safety", "prohibited_content", "blocklist", "spii"
+)  # fmt: skip
+#: Attributes that say a call asked for JSON output, and the values that mean JSON.
+JSON_REQUEST_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "gen_ai.output.type": ("json",),
+    "gen_ai.openai.request.response_format": ("json", "json_object", "json_schema"),
+    "gen_ai.request.response_format": ("json", "json_object", "json_schema"),
+    "flywheel.output.format": ("json",),
+}
+#: Attributes whose presence alone means a JSON schema was given (Vercel AI SDK generateObject).
+JSON_SCHEMA_ATTRIBUTES: tuple[str, ...] = ("ai.schema", "gen_ai.request.response_schema")
+_INVOCATION_PARAMETERS = "llm.invocation_parameters"
+
+_PHRASE = {d.kind: d.prefilter for d in PHRASE_DETECTORS}
+_INPUT_SCREEN = f"{SENSITIVE_SCREEN}|(?:{_PHRASE['prompt_injection']})"
+_OUTPUT_SCREEN = f"{SENSITIVE_SCREEN}|(?:{_PHRASE['refusal']})"
+
+DETECTOR_NAMES: dict[str, str] = {
+    "pii": "flywheel.pii",
+    "secret": "flywheel.secrets",
+    "prompt_injection": "flywheel.prompt_injection",
+    "refusal": "flywheel.refusal",
+    "empty_output": "flywheel.empty_output",
+    "truncation": "flywheel.truncation",
+    "content_filter": "provider.content_filter",
+    "format": "flywheel.json_output",
+}
+
+
+@dataclass
+class Guarded:
+    """A guarded batch: the spans as they may be stored, and their guardrail results."""
+
+    spans: pa.Table
+    guardrails: pa.Table = field(default_factory=GUARDRAIL_SCHEMA.empty_table)
+
+
+def _mask_of(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A boolean array as numpy, nulls false."""
+    return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _screen(texts: pa.ChunkedArray, pattern: str) -> np.ndarray:
+    return _mask_of(pc.match_substring_regex(texts, pattern))
+
+
+def _list_rows_with(lists: pa.ChunkedArray, values: tuple[str, ...], n: int) -> np.ndarray:
+    """Rows of a list<string> column holding one of ``values`` (case-insensitive)."""
+    found = np.zeros(n, dtype=bool)
+    flat = pc.list_flatten(lists)
+    if len(flat):
+        hits = _mask_of(pc.is_in(pc.utf8_lower(flat), pa.array(values)))
+        parents = pc.list_parent_indices(lists).to_numpy()
+        found[parents[hits]] = True
+    return found
+
+
+def _map_value(maps: pa.ChunkedArray, key: str) -> pa.Array:
+    return pc.map_lookup(maps, key, "first")
+
+
+class _Results:
+    """Guardrail result rows, column by column."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {name: [] for name in GUARDRAIL_SCHEMA.names}
+
+    def add(
+        self, span: Mapping[str, Any], source: str, result: GuardrailResult, **extra: Any
+    ) -> None:
+        key = "|".join(
+            str(part)
+            for part in (
+                span["trace_id"], span["span_id"], source, result.guardrail, result.stage,
+                result.category, result.reason if source == "detector" else "", result.ordinal,
+            )
+        )  # fmt: skip
+        row = {
+            "project": span["project"],
+            "result_id": hashlib.sha256(key.encode("utf-8")).hexdigest()[:32],
+            "trace_id": span["trace_id"],
+            "span_id": span["span_id"],
+            "time": result.time_ns,
+            "service_name": span["service_name"],
+            "model": span["response_model"] or span["request_model"],
+            "source": source,
+            "guardrail": result.guardrail,
+            "stage": result.stage,
+            "category": result.category,
+            "action": result.action,
+            "triggered": result.action not in (None, "pass"),
+            "score": result.score,
+            "latency_ms": None,
+            "policy_id": result.policy_id,
+            "reason": result.reason,
+            "num_matches": None,
+            **extra,
+        }
+        for name, values in self.columns.items():
+            values.append(row[name])
+
+    def table(self) -> pa.Table:
+        arrays = []
+        for schema_field in GUARDRAIL_SCHEMA:
+            values = self.columns[schema_field.name]
+            if schema_field.name == "time":
+                arrays.append(pa.array(values, pa.int64()).cast(schema_field.type))
+            else:
+                arrays.append(pa.array(values, schema_field.type))
+        return pa.Table.from_arrays(arrays, schema=GUARDRAIL_SCHEMA)
+
+
+_SPAN_FIELDS = (
+    "project", "trace_id", "span_id", "service_name", "request_model", "response_model",
+    "operation", "name", "start_time", "duration_ms", "status_code", "output_tokens",
+)  # fmt: skip
+
+
+_INT_EVENTS = pa.list_(
+    pa.struct([("time", pa.int64()), ("name", pa.string()), ("attributes", ATTRIBUTE_MAP)])
+)
+
+
+def _rows(spans: pa.Table, indices: np.ndarray, names: tuple[str, ...]) -> list[dict[str, Any]]:
+    if not len(indices):
+        return []
+    taken = spans.select(list(names)).take(pa.array(indices, pa.int64()))
+    if "start_time" in names:
+        taken = taken.set_column(
+            taken.schema.get_field_index("start_time"),
+            "start_time",
+            taken.column("start_time").cast(pa.int64()),
+        )
+    if "events" in names:  # event times as integer nanoseconds, like start_time
+        taken = taken.set_column(
+            taken.schema.get_field_index("events"),
+            "events",
+            taken.column("events").cast(_INT_EVENTS),
+        )
+    rows: list[dict[str, Any]] = taken.to_pylist()
+    return rows
+
+
+def _json_invalid(text: str | None) -> str | None:
+    """Why ``text`` is not one JSON document (None when it is)."""
+    if text is None or not text.strip():
+        return "no output text"
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        return f"invalid JSON: {str(exc).split(':')[0]}"
+    return None
+
+
+class Guard:
+    """Reads guardrail results out of span batches and applies the redaction policy."""
+
+    def __init__(
+        self,
+        policy: RedactionPolicy | None = None,
+        rules: GuardrailRules | None = None,
+        *,
+        detectors: bool = True,
+    ) -> None:
+        self.policy = policy or RedactionPolicy()
+        self.rules = rules or load_rules()
+        self.detectors = detectors
+
+    def apply(self, spans: pa.Table) -> Guarded:
+        """Guardrail results of ``spans``, and the spans with the policy's redactions made."""
+        n = spans.num_rows
+        if n == 0:
+            return Guarded(spans)
+        results = _Results()
+        self._guardrail_spans(spans, results)
+        findings: dict[tuple[int, str], list[Finding]] = {}
+        if self.detectors:
+            findings = self._detect(spans, results)
+        if self.policy.any_redaction:
+            spans = self._redact(spans, findings)
+        return Guarded(spans, results.table())
+
+    # -- guardrail spans and events ----------------------------------------------------------
+
+    def _guardrail_spans(self, spans: pa.Table, results: _Results) -> None:
+        n = spans.num_rows
+        is_guardrail = _mask_of(pc.equal(spans.column("operation"), "guardrail"))
+        events = spans.column("events")
+        with_events = np.zeros(n, dtype=bool)
+        names = pc.struct_field(pc.list_flatten(events), "name")
+        if len(names):
+            hits = _mask_of(pc.is_in(names, pa.array(sorted(self.rules.events))))
+            with_events[pc.list_parent_indices(events).to_numpy()[hits]] = True
+        indices = np.flatnonzero(is_guardrail | with_events)
+        if not len(indices):
+            return
+        rows = _rows(spans, indices, (*_SPAN_FIELDS, "attributes", "events"))
+        for index, span in zip(indices, rows, strict=True):
+            attrs = dict(span["attributes"] or ())
+            span_events = [
+                (e["time"] or span["start_time"], e["name"], dict(e["attributes"] or ()))
+                for e in span["events"] or ()
+            ]
+            guardrail = bool(is_guardrail[index])
+            for result in self.rules.results_of_span(
+                is_guardrail=guardrail,
+                name=span["name"],
+                start_ns=span["start_time"],
+                attrs=attrs,
+                events=span_events,
+            ):
+                source = "event" if result.ordinal else "span"
+                latency = span["duration_ms"] if source == "span" else None
+                results.add(span, source, result, latency_ms=latency)
+
+    # -- built-in detectors -----------------------------------------------------------------
+
+    def _detect(self, spans: pa.Table, results: _Results) -> dict[tuple[int, str], list[Finding]]:
+        n = spans.num_rows
+        generation = _mask_of(pc.is_in(spans.column("operation"), pa.array(GENERATION_OPERATIONS)))
+        if not generation.any():
+            return {}
+        ok = ~_mask_of(pc.equal(spans.column("status_code"), "ERROR"))
+        input_text, output_text = spans.column("input_text"), spans.column("output_text")
+        screened_in = generation & _screen(input_text, _INPUT_SCREEN)
+        screened_out = generation & _screen(output_text, _OUTPUT_SCREEN)
+        empty_text = _mask_of(pc.equal(pc.utf8_trim_whitespace(output_text), ""))
+        no_tokens = _mask_of(
+            pc.and_(pc.is_null(output_text), pc.equal(spans.column("output_tokens"), 0))
+        )
+        empty = generation & ok & (empty_text | no_tokens)
+        finish = spans.column("finish_reasons")
+        truncated = generation & _list_rows_with(finish, TRUNCATION_REASONS, n)
+        filtered = generation & _list_rows_with(finish, CONTENT_FILTER_REASONS, n)
+        wants_json = generation & ok & self._wants_json(spans, generation)
+
+        flagged = screened_in | screened_out | empty | truncated | filtered | wants_json
+        indices = np.flatnonzero(flagged)
+        rows = _rows(spans, indices, (*_SPAN_FIELDS, "input_text", "output_text"))
+        kept: dict[tuple[int, str], list[Finding]] = {}
+        for index, span in zip(indices, rows, strict=True):
+            start = span["start_time"]
+            for stage, screened, text in (
+                ("input", screened_in, span["input_text"]),
+                ("output", screened_out, span["output_text"]),
+            ):
+                if not screened[index] or text is None:
+                    continue
+                found = find_sensitive(text)
+                kept[(int(index), f"{stage}_text")] = found
+                policy = self.policy.for_project(span["project"])
+                by_kind: dict[str, int] = {}
+                for finding in found:
+                    by_kind[finding.kind] = by_kind.get(finding.kind, 0) + 1
+                for kind, count in sorted(by_kind.items()):
+                    category = "secret" if kind in ("api_key", "private_key") else "pii"
+                    action = "mask" if policy.mode(kind) != "off" else "warn"
+                    results.add(
+                        span,
+                        "detector",
+                        _detected(category, stage, action, kind, start),
+                        num_matches=count,
+                    )
+                phrase_kind = "prompt_injection" if stage == "input" else "refusal"
+                phrase = find_phrase(phrase_kind, text)
+                if phrase is not None:
+                    results.add(
+                        span,
+                        "detector",
+                        _detected(phrase_kind, stage, "warn", phrase[:80], start),
+                        num_matches=1,
+                    )
+            if empty[index]:
+                why = "empty output text" if span["output_text"] is not None else "0 output tokens"
+                results.add(
+                    span, "detector", _detected("empty_output", "output", "warn", why, start)
+                )
+            if truncated[index]:
+                results.add(
+                    span,
+                    "detector",
+                    _detected("truncation", "output", "warn", "finish reason length", start),
+                )
+            if filtered[index]:
+                results.add(
+                    span,
+                    "detector",
+                    _detected(
+                        "content_filter", "output", "block", "finish reason content filter", start
+                    ),
+                )
+            if wants_json[index]:
+                invalid = _json_invalid(span["output_text"])
+                verdict = "warn" if invalid is not None else "pass"
+                results.add(
+                    span, "detector", _detected("format", "output", verdict, invalid, start)
+                )
+        return kept
+
+    def _wants_json(self, spans: pa.Table, generation: np.ndarray) -> np.ndarray:
+        attributes = spans.column("attributes")
+        wants = np.zeros(spans.num_rows, dtype=bool)
+        for key, values in JSON_REQUEST_ATTRIBUTES.items():
+            wants |= _mask_of(
+                pc.is_in(pc.utf8_lower(_map_value(attributes, key)), pa.array(values))
+            )
+        for key in JSON_SCHEMA_ATTRIBUTES:
+            wants |= _mask_of(pc.is_valid(_map_value(attributes, key)))
+        params = _map_value(attributes, _INVOCATION_PARAMETERS)
+        wants |= generation & _mask_of(
+            pc.match_substring_regex(
+                params, r'"response_format"\s*:\s*(\{[^}]*"type"\s*:\s*)?"json'
+            )
+        )
+        return wants
+
+    # -- redaction -------------------------------------------------------------------------
+
+    def _redact(self, spans: pa.Table, findings: dict[tuple[int, str], list[Finding]]) -> pa.Table:
+        projects = spans.column("project")
+        policies = {p: self.policy.for_project(p) for p in pc.unique(projects).to_pylist()}
+        if not any(p.redacted_kinds for p in policies.values()):
+            return spans
+        project_of = projects.to_pylist() if len(policies) > 1 else None
+        only = next(iter(policies.values()))
+        redactors: dict[int, SpanRedactor] = {}
+
+        def redactor(row: int) -> SpanRedactor:
+            found = redactors.get(row)
+            if found is None:
+                policy = policies[project_of[row]] if project_of is not None else only
+                found = redactors[row] = SpanRedactor(policy)
+            return found
+
+        def rewrite(row: int, text: str, known: list[Finding] | None = None) -> str:
+            r = redactor(row)
+            kinds = r.policy.redacted_kinds
+            if not kinds:
+                return text
+            hits = (
+                [f for f in known if f.kind in kinds]
+                if known is not None
+                else find_sensitive(text, kinds)
+            )
+            return r.rewrite(text, hits) if hits else text
+
+        # Placeholders are numbered in this order: input, output, status, attributes, events.
+        for column in ("input_text", "output_text", "status_message"):
+
+            def rewrite_text(row: int, text: str, column: str = column) -> str:
+                return rewrite(row, text, findings.get((row, column)))
+
+            spans = _rewrite_text_column(spans, column, rewrite_text)
+        maps = spans.column("attributes").combine_chunks()
+        rows = _entry_rows(maps)
+        new = _rewrite_map(maps, lambda entry, text: rewrite(int(rows[entry]), text))
+        if new is not None:
+            spans = spans.set_column(spans.schema.get_field_index("attributes"), "attributes", new)
+        spans = _rewrite_events(spans, rewrite)
+        return spans
+
+
+def _detected(
+    category: str, stage: str, action: str, reason: str | None, time_ns: int
+) -> GuardrailResult:
+    return GuardrailResult(
+        guardrail=DETECTOR_NAMES[category],
+        stage=stage,
+        category=category,
+        action=action,
+        score=None,
+        policy_id=None,
+        reason=reason,
+        time_ns=time_ns,
+        ordinal=0,
+    )
+
+
+def _rewritten(
+    texts: pa.Array | pa.ChunkedArray, rewrite: Callable[[int, str], str]
+) -> pa.Array | None:
+    """``texts`` with every value the sensitive screen matches passed through
+    ``rewrite(index, text)``; None when nothing changed."""
+    candidates = np.flatnonzero(_screen(texts, SENSITIVE_SCREEN))
+    if not len(candidates):
+        return None
+    values = texts.to_pylist()
+    changed = False
+    for index in candidates:
+        new = rewrite(int(index), values[index])
+        if new != values[index]:
+            values[index] = new
+            changed = True
+    return pa.array(values, pa.string()) if changed else None
+
+
+def _rewrite_text_column(
+    spans: pa.Table, column: str, rewrite: Callable[[int, str], str]
+) -> pa.Table:
+    new = _rewritten(spans.column(column), rewrite)
+    if new is None:
+        return spans
+    return spans.set_column(spans.schema.get_field_index(column), column, new)
+
+
+def _plain(array: pa.Array) -> pa.Array:
+    """The array without a slice offset (so its offsets index its children directly)."""
+    if array.offset == 0 and (
+        not isinstance(array, pa.ListArray | pa.MapArray) or array.offsets[0].as_py() == 0
+    ):
+        return array
+    return pa.array(array.to_pylist(), type=array.type)
+
+
+def _entry_rows(maps: pa.MapArray) -> np.ndarray:
+    """For each entry of a map (or list) array, the index of the row that holds it."""
+    maps = _plain(maps)
+    offsets = maps.offsets.to_numpy()
+    return np.repeat(np.arange(len(maps)), np.diff(offsets))
+
+
+def _rewrite_map(maps: pa.MapArray, rewrite: Callable[[int, str], str]) -> pa.MapArray | None:
+    """The map with each screened value rewritten by ``rewrite(entry index, text)``, or None."""
+    maps = _plain(maps)
+    items = _rewritten(maps.items, rewrite)
+    if items is None:
+        return None
+    return pa.MapArray.from_arrays(
+        maps.offsets, maps.keys, items, type=maps.type,
+        mask=maps.is_null() if maps.null_count else None,
+    )  # fmt: skip
+
+
+def _rewrite_events(spans: pa.Table, rewrite: Callable[[int, str], str]) -> pa.Table:
+    events = _plain(spans.column("events").combine_chunks())
+    structs = events.values
+    if not len(structs):
+        return spans
+    row_of_event = _entry_rows(events)
+    maps = structs.field("attributes")
+    event_of_entry = _entry_rows(maps)
+    new_maps = _rewrite_map(
+        maps, lambda entry, text: rewrite(int(row_of_event[event_of_entry[entry]]), text)
+    )
+    if new_maps is None:
+        return spans
+    fields = [
+        structs.field(i) if f.name != "attributes" else new_maps for i, f in enumerate(structs.type)
+    ]
+    new_structs = pa.StructArray.from_arrays(
+        fields, fields=list(structs.type), mask=structs.is_null() if structs.null_count else None
+    )
+    new_events = pa.ListArray.from_arrays(
+        events.offsets,
+        new_structs,
+        type=events.type,
+        mask=events.is_null() if events.null_count else None,
+    )
+    return spans.set_column(spans.schema.get_field_index("events"), "events", new_events)

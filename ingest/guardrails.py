@@ -1,0 +1,187 @@
+"""Guardrail results read from guardrail spans and guardrail span events, through a data file.
+
+``guardrails.toml`` names the source attributes of each canonical guardrail field and maps
+each provider's native verdict (``result.type`` / ``result.value``: Bedrock's
+``GUARDRAIL_INTERVENED``, OpenAI Agents' ``tripwire_triggered``, Azure's
+``filter_match_state``, severity scales) to one action. The OTel GenAI conventions deliberately
+define no allow/deny verdict, so this table is where Flywheel decides what "triggered" means:
+every action but ``pass`` (and an unknown verdict counts as an evaluation that did not trigger).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+GUARDRAILS_TOML = "guardrails.toml"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One native verdict rule: result type and value (lower-cased) -> action."""
+
+    type: str
+    action: str
+    value: str | None = None
+    reason: str | None = None
+    min_value: float | None = None
+
+    def matches(self, type_: str, value: str, reason: str) -> bool:
+        """Whether a native (type, value, reason) falls under this rule."""
+        if type_ != self.type:
+            return False
+        if self.min_value is not None:
+            try:
+                return float(value) >= self.min_value
+            except ValueError:
+                return False
+        if self.value is not None and value != self.value:
+            return False
+        return self.reason is None or self.reason in reason
+
+
+@dataclass(frozen=True)
+class GuardrailResult:
+    """One guardrail evaluation, as the guardrails table stores it (ids and time added later)."""
+
+    guardrail: str | None
+    stage: str | None
+    category: str | None
+    action: str | None
+    score: float | None
+    policy_id: str | None
+    reason: str | None
+    time_ns: int
+    ordinal: int
+
+
+@dataclass(frozen=True)
+class GuardrailRules:
+    """The compiled ``guardrails.toml``."""
+
+    fields: Mapping[str, tuple[str, ...]]
+    events: frozenset[str]
+    actions: frozenset[str]
+    stages: Mapping[str, str]
+    categories: Mapping[str, str]
+    verdicts: tuple[Verdict, ...]
+
+    def _first(self, field: str, *maps: Mapping[str, str]) -> str | None:
+        for source in self.fields.get(field, ()):
+            key = source.rstrip("!")
+            for attrs in maps:
+                value = attrs.get(key)
+                if value not in (None, ""):
+                    if source.endswith("!"):
+                        return {"true": "false", "false": "true"}.get(value.lower())
+                    return value
+        return None
+
+    def action_of(self, *maps: Mapping[str, str]) -> str | None:
+        """The action a guardrail took, from its own attribute, a native verdict or a flag."""
+        action = self._first("action", *maps)
+        if action is not None and action.lower() in self.actions:
+            return action.lower()
+        type_ = (self._first("result_type", *maps) or "").lower()
+        value = (self._first("result_value", *maps) or "").lower()
+        reason = (self._first("reason", *maps) or "").lower()
+        if type_:
+            for verdict in self.verdicts:
+                if verdict.matches(type_, value, reason):
+                    return verdict.action
+        triggered = self._first("triggered", *maps)
+        if triggered is not None:
+            return {"true": "block", "false": "pass"}.get(triggered.lower())
+        return None
+
+    def result(
+        self, time_ns: int, ordinal: int, *maps: Mapping[str, str], name: str | None = None
+    ) -> GuardrailResult:
+        """The canonical result read from attribute maps (earlier maps win)."""
+        stage = self._first("stage", *maps)
+        category = self._first("category", *maps)
+        score_text = self._first("score", *maps)
+        try:
+            score = float(score_text) if score_text is not None else None
+        except ValueError:
+            score = None
+        if category is not None:
+            lowered = category.strip().lower().replace(" ", "_").replace("-", "_")
+            category = self.categories.get(lowered, lowered)
+        return GuardrailResult(
+            guardrail=self._first("name", *maps) or name,
+            stage=self.stages.get(stage.lower(), stage.lower()) if stage else None,
+            category=category,
+            action=self.action_of(*maps),
+            score=score,
+            policy_id=self._first("policy_id", *maps),
+            reason=self._first("reason", *maps),
+            time_ns=time_ns,
+            ordinal=ordinal,
+        )
+
+    def results_of_span(
+        self,
+        *,
+        is_guardrail: bool,
+        name: str | None,
+        start_ns: int,
+        attrs: Mapping[str, str],
+        events: Sequence[tuple[int, str, Mapping[str, str]]],
+    ) -> list[GuardrailResult]:
+        """Every guardrail result one span carries (see the data file's header)."""
+        results = []
+        for ordinal, (time_ns, event_name, event_attrs) in enumerate(events):
+            if event_name in self.events:
+                maps = (event_attrs, attrs) if is_guardrail else (event_attrs,)
+                results.append(self.result(time_ns, ordinal + 1, *maps, name=name))
+        if is_guardrail and not results:
+            results.append(self.result(start_ns, 0, attrs, name=_component(name)))
+        return results
+
+
+def _component(span_name: str | None) -> str | None:
+    """``apply_guardrail {component}`` (the OTel span name) -> the component."""
+    if span_name and span_name.startswith("apply_guardrail "):
+        return span_name.removeprefix("apply_guardrail ").strip() or span_name
+    return span_name
+
+
+def parse_rules(text: str) -> GuardrailRules:
+    """Compile guardrail rules from TOML text."""
+    document: dict[str, Any] = tomllib.loads(text)
+    actions = frozenset(document["actions"])
+    verdicts = []
+    for number, rule in enumerate(document.get("verdicts", []), start=1):
+        if rule.get("action") not in actions:
+            raise ValueError(
+                f"{GUARDRAILS_TOML}: verdict {number}: unknown action {rule.get('action')!r}"
+            )
+        verdicts.append(
+            Verdict(
+                type=rule["type"].lower(),
+                action=rule["action"],
+                value=rule["value"].lower() if "value" in rule else None,
+                reason=rule.get("reason"),
+                min_value=float(rule["min_value"]) if "min_value" in rule else None,
+            )
+        )
+    return GuardrailRules(
+        fields={k: tuple(v) for k, v in document["fields"].items()},
+        events=frozenset(document["events"]),
+        actions=actions,
+        stages={k.lower(): v for k, v in document.get("stages", {}).items()},
+        categories={k.lower(): v for k, v in document.get("categories", {}).items()},
+        verdicts=tuple(verdicts),
+    )
+
+
+@cache
+def load_rules() -> GuardrailRules:
+    """The rules compiled from the packaged ``guardrails.toml``."""
+    text = resources.files("ingest").joinpath(GUARDRAILS_TOML).read_text(encoding="utf-8")
+    return parse_rules(text)
