@@ -15,7 +15,9 @@ Modules, one per metric family: ``scope`` (scoping, routes and filter lists), ``
 (percentiles of request latency, TTFT and TPOT; histograms; prefill vs decode), ``throughput``
 (requests per minute, tokens per second, concurrency), ``slos`` (the SLO file) and ``goodput``
 (good requests against the SLOs, burn rates), ``overview`` (the Overview page), ``cost`` (the
-price table and spend).
+price table and spend), ``guardrails`` (trigger rates, latency, false-positive signals, spikes,
+read from the ``guardrails`` table ingest fills) and ``quality`` (format errors, refusals,
+truncation, empty output, content filtering).
 
 This package imports ``store`` and nothing else of the project; ``app`` imports it.
 """
@@ -41,6 +43,16 @@ from analytics.goodput import (
     goodput_summary,
     slo_misses,
 )
+from analytics.guardrails import (
+    blocks_followed_by_pass,
+    guardrail_latency,
+    guardrail_rate_by_category,
+    guardrail_rate_by_dimension,
+    guardrail_rate_by_guardrail,
+    guardrail_rate_by_time,
+    guardrail_results,
+    guardrail_spikes,
+)
 from analytics.latency import (
     latency_by_dimension,
     latency_by_time,
@@ -49,6 +61,7 @@ from analytics.latency import (
     prefill_decode_by_model,
 )
 from analytics.overview import overview_summary, requests_by_time, top_models
+from analytics.quality import quality_rates
 from analytics.throughput import concurrency_by_time, throughput_by_time, throughput_summary
 
 #: Every metric function, for completeness checks (each needs a test and a README row).
@@ -76,4 +89,13 @@ METRICS: tuple[Callable[..., Any], ...] = (
     most_expensive_traces,
     unpriced_models,
     cost_projection,
+    guardrail_rate_by_guardrail,
+    guardrail_rate_by_category,
+    guardrail_rate_by_time,
+    guardrail_rate_by_dimension,
+    guardrail_latency,
+    blocks_followed_by_pass,
+    guardrail_spikes,
+    guardrail_results,
+    quality_rates,
 )

@@ -34,6 +34,10 @@ Filter semantics, per relation:
   other filter), so that counting the traces with a span in the window reads no span.
 * ``scoped_trace_feedback``, ``scoped_trace_annotations``: the project's feedback and
   annotations from ``TRACE_SKEW`` before the window on (late feedback counts).
+* ``scoped_guardrails``: guardrail results (``store.schema.GUARDRAIL_SCHEMA``) whose ``time``
+  is in the window, of spans in one of ``services``, on a call to one of ``models`` or in a
+  request that called one, in a trace on one of ``routes``. ``scoped_trace_guardrails``: every
+  guardrail result near the window, unfiltered, like ``scoped_trace_spans``.
 
 An empty ``services``, ``models`` or ``routes`` tuple means "no filter".
 
@@ -144,21 +148,29 @@ _IN_ROUTES = "trace_id IN (SELECT trace_id FROM scoped_roots WHERE list_contains
 
 # The relation each scoped relation reads, and the predicate each optional filter adds. Spans
 # are read with the catalog's `spans_between`, which opens only the window's date partitions.
-_SCOPED_RELATIONS: tuple[tuple[str, str, str, str], ...] = (
-    # (scoped name, source relation, model predicate, route predicate)
+_SCOPED_RELATIONS: tuple[tuple[str, str, str, str, str], ...] = (
+    # (scoped name, source relation, its time column, model predicate, route predicate)
     (
         "scoped_spans",
         "spans_between($start, $end)",
+        "start_time",
         "list_contains($models, coalesce(response_model, request_model))",
         _IN_ROUTES,
     ),
     # Kept rows of the window's whole hours, and the calls of its partial hours (see below).
-    ("scoped_llm_calls", "scoped_call_rows", "list_contains($models, model)", _IN_ROUTES),
+    (
+        "scoped_llm_calls",
+        "scoped_call_rows",
+        "start_time",
+        "list_contains($models, model)",
+        _IN_ROUTES,
+    ),
     (
         "scoped_traces",
         # Only the spans near the window are aggregated into traces (see TRACE_MARGIN), from
         # the kept parts of its whole hours and the spans of the partial hours at its ends.
         "traces_from_parts('scoped_trace_parts')",
+        "start_time",
         "list_has_any(models, $models)",
         "list_contains($routes, name)",
     ),
@@ -167,8 +179,19 @@ _SCOPED_RELATIONS: tuple[tuple[str, str, str, str], ...] = (
         # grouping every span.
         "scoped_root_spans",
         "scoped_root_rows",
+        "start_time",
         "trace_id IN (SELECT trace_id FROM scoped_request_calls WHERE list_contains($models, model))",
         "list_contains($routes, name)",
+    ),
+    (
+        # Guardrail results (``time`` in the window): a model filter keeps the results on
+        # calls to those models and those of requests that called one.
+        "scoped_guardrails",
+        "guardrails_between($start, $end)",
+        "time",
+        "(list_contains($models, model) OR trace_id IN "
+        "(SELECT trace_id FROM scoped_request_calls WHERE list_contains($models, model)))",
+        _IN_ROUTES,
     ),
 )
 
@@ -184,6 +207,7 @@ _WHOLE_TRACE_RELATIONS: tuple[tuple[str, str], ...] = (
         "scoped_trace_annotations",
         "annotations_between($request_spans_from, 'infinity'::TIMESTAMPTZ)",
     ),
+    ("scoped_trace_guardrails", "guardrails_between($request_spans_from, $trace_spans_to)"),
 )
 
 _UNKEPT_CALL_COLUMNS = ", ".join(CALL_COLUMNS_EXCLUDED)
@@ -325,8 +349,8 @@ def _scope_ctes(conn: duckdb.DuckDBPyConnection, scope: Scope) -> tuple[str, dic
         ctes.append(
             f"{quote_identifier(scoped)} AS (SELECT * FROM {source} WHERE project = $project)"
         )
-    for scoped, view, model_predicate, route_predicate in _SCOPED_RELATIONS:
-        predicates = ["project = $project", "start_time >= $start", "start_time < $end"]
+    for scoped, view, time_column, model_predicate, route_predicate in _SCOPED_RELATIONS:
+        predicates = ["project = $project", f"{time_column} >= $start", f"{time_column} < $end"]
         if scope.services:
             predicates.append("list_contains($services, service_name)")
         if scope.models:

@@ -147,7 +147,10 @@ class TraceFilter:
 
     ``status``: ``error`` = a span failed, ``ok`` = none did. ``operations``: the trace has a
     span with one of these operations. ``user_id``/``session_id``: a span of the trace carries
-    it. ``guardrail``: a guardrail intervened (True) or none did (False). ``feedback``: any of
+    it. ``guardrail``: a guardrail intervened (True) or none did (False). ``guardrail_name``,
+    ``guardrail_stage``, ``guardrail_category``: the trace has a triggered guardrail result
+    (the ``guardrails`` table, detectors included) of that guardrail, stage and category, as
+    many of them as are set. ``feedback``: any of
     these :data:`FEEDBACK_SIGNALS`. ``label``: an annotation with this label. ``search``: text
     that some span's input or output contains (case-insensitive, no wildcards). ``trace_ids``:
     only these traces (another analysis picked them, e.g. the requests that missed an SLO).
@@ -159,6 +162,9 @@ class TraceFilter:
     user_id: str | None = None
     session_id: str | None = None
     guardrail: bool | None = None
+    guardrail_name: str | None = None
+    guardrail_stage: str | None = None
+    guardrail_category: str | None = None
     feedback: tuple[str, ...] = ()
     label: str | None = None
     search: str | None = None
@@ -260,6 +266,12 @@ _SPAN_PREDICATES = {
 }
 _IN_FEEDBACK = "c.trace_id IN (SELECT trace_id FROM scoped_trace_feedback WHERE {predicate})"
 _IN_LABEL = "c.trace_id IN (SELECT trace_id FROM scoped_trace_annotations WHERE label = $f_label)"
+_IN_GUARDRAILS = "c.trace_id IN (SELECT trace_id FROM scoped_trace_guardrails WHERE {predicate})"
+_GUARDRAIL_FIELDS = (
+    ("guardrail_name", "guardrail"),
+    ("guardrail_stage", "stage"),
+    ("guardrail_category", "category"),
+)
 
 
 def _like_pattern(text: str) -> str:
@@ -293,6 +305,11 @@ def _phase_one(
         params["f_session"] = filters.session_id
     if filters.guardrail is not None:
         in_spans("guardrail", negate=not filters.guardrail)
+    matching = [(f, c) for f, c in _GUARDRAIL_FIELDS if getattr(filters, f) is not None]
+    if matching:
+        predicate = " AND ".join(["triggered", *(f"{c} = $f_{f}" for f, c in matching)])
+        where.append(_IN_GUARDRAILS.format(predicate=predicate))
+        params.update({f"f_{f}": getattr(filters, f) for f, _ in matching})
     if filters.search:
         in_spans("search")
         params["f_search"] = _like_pattern(filters.search)

@@ -9,9 +9,9 @@ from types import ModuleType
 import pytest
 
 import analytics
-from analytics import cost, goodput, latency, overview, scope, slos, throughput
+from analytics import cost, goodput, guardrails, latency, overview, quality, scope, slos, throughput
 
-MODULES = (scope, latency, overview, cost, goodput, slos, throughput)
+MODULES = (scope, latency, overview, cost, goodput, slos, throughput, guardrails, quality)
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
