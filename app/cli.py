@@ -15,7 +15,9 @@ from pathlib import Path
 
 from app.report import add_report_parser
 from app.settings import Settings, SettingsError
+from ingest.guard import Guard
 from ingest.loader import FileReport, ingest_paths
+from ingest.redaction import PolicyError, load_policy
 from store.lake import Lake
 from store.writer import LakeWriter
 
@@ -32,8 +34,15 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings.validated()
 
 
+def _guard(settings: Settings) -> Guard:
+    """The guard stage for ingest: built-in detectors and the redaction policy in force."""
+    return Guard(load_policy(settings.redaction_file))
+
+
 def _print_report(report: FileReport) -> None:
     line = f"{report.path}: {report.num_spans:,} spans"
+    if report.num_guardrail_results:
+        line += f", {report.num_guardrail_results:,} guardrail results"
     if report.num_feedback:
         line += f", {report.num_feedback:,} feedback"
     if report.num_rejected:
@@ -70,9 +79,18 @@ def keep_query_work(settings: Settings) -> None:
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Decode files into the lake; exit 1 when any record was rejected (valid ones still land)."""
     settings = _settings(args)
+    try:
+        guard = _guard(settings)
+    except PolicyError as exc:
+        print(f"flywheel ingest: {exc}", file=sys.stderr)
+        return 2
     with LakeWriter(settings.data_dir) as writer:
         reports = ingest_paths(
-            [Path(p) for p in args.paths], writer, project=settings.project, on_file=_print_report
+            [Path(p) for p in args.paths],
+            writer,
+            project=settings.project,
+            on_file=_print_report,
+            guard=guard,
         )
         result = writer.flush()
     if result.num_written or any(r.num_spans for r in reports):
@@ -130,7 +148,9 @@ def load_sample_data(settings: Settings) -> bool:
         return False
     files = [sample_data_dir() / name for name in SAMPLE_FILES]
     with LakeWriter(settings.data_dir) as writer:
-        reports = ingest_paths(files, writer, project=settings.project, on_file=_print_report)
+        reports = ingest_paths(
+            files, writer, project=settings.project, on_file=_print_report, guard=_guard(settings)
+        )
         writer.flush()
     loaded = sum(r.num_spans for r in reports) > 0
     if loaded:
@@ -198,7 +218,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         limits = Limits.from_env()
         tokens = read_tokens()
-    except ConfigError as exc:
+        redaction = load_policy(settings.redaction_file)
+    except (ConfigError, PolicyError) as exc:
         print(f"flywheel serve: {exc}", file=sys.stderr)
         return 2
 
@@ -216,6 +237,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         project=settings.project,
         limits=limits,
         on_ready=ready,
+        redaction=redaction,
     )
     return 0
 
@@ -297,8 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tables",
         nargs="+",
-        default=["spans", "feedback"],
-        help="tables to compact (default: spans feedback)",
+        default=["spans", "feedback", "guardrails"],
+        help="tables to compact (default: spans feedback guardrails)",
     )
     p.add_argument(
         "--min-segments",

@@ -1,5 +1,6 @@
-"""``flywheel report latency|goodput|cost``: the numbers of the Latency & goodput and Cost pages
-as a table, JSON or CSV, with the same scope (time window, services, models, routes).
+"""``flywheel report latency|goodput|cost|guardrails``: the numbers of the Latency & goodput,
+Cost and Guardrails & quality pages as a table, JSON or CSV, with the same scope (time window,
+services, models, routes).
 
 ``app/cli.py`` wires it in with ``add_report_parser(subparsers, common)``; each report is a list
 of named tables built from ``analytics`` functions, so a number on a page can be scripted and
@@ -40,7 +41,15 @@ from analytics.goodput import (
     goodput_summary,
     slo_misses,
 )
+from analytics.guardrails import (
+    GUARDRAIL_DIMENSIONS,
+    blocks_followed_by_pass,
+    guardrail_rate_by_dimension,
+    guardrail_rate_by_guardrail,
+    guardrail_spikes,
+)
 from analytics.latency import DIMENSIONS, latency_by_dimension, latency_percentiles
+from analytics.quality import quality_rates
 from analytics.scope import Scope, data_time_range
 from analytics.slos import SLOConfigError, load_slo_config
 from app.settings import Settings, SettingsError
@@ -53,6 +62,7 @@ REPORTS: dict[str, tuple[str, ...]] = {
     "latency": DIMENSIONS,
     "goodput": GOODPUT_DIMENSIONS,
     "cost": COST_DIMENSIONS,
+    "guardrails": GUARDRAIL_DIMENSIONS,
 }
 DEFAULT_SINCE = "7d"
 #: Latency measure → (column prefix, name of its count column).
@@ -186,6 +196,19 @@ def _cost(conn: duckdb.DuckDBPyConnection, scope: Scope, by: str | None) -> dict
     }
 
 
+def _guardrails(conn: duckdb.DuckDBPyConnection, scope: Scope, by: str | None) -> dict[str, Any]:
+    if by is not None:
+        return {f"guardrails_by_{by}": guardrail_rate_by_dimension(conn, scope, by)}  # type: ignore[arg-type]
+    return {
+        "guardrails": guardrail_rate_by_guardrail(conn, scope).with_columns(
+            pl.col("categories").list.join(",")
+        ),
+        "quality": quality_rates(conn, scope),
+        "spikes": guardrail_spikes(conn, scope),
+        "blocks_followed_by_pass": blocks_followed_by_pass(conn, scope).drop("trace_ids"),
+    }
+
+
 def build_report(
     conn: duckdb.DuckDBPyConnection,
     scope: Scope,
@@ -193,7 +216,8 @@ def build_report(
     by: str | None = None,
     slo_file: Path | None = None,
 ) -> Report:
-    """The tables of one report over a scope (``kind`` is ``latency``, ``goodput`` or ``cost``)."""
+    """The tables of one report over a scope (``kind``: ``latency``, ``goodput``, ``cost`` or
+    ``guardrails``)."""
     if kind not in REPORTS:
         raise ValueError(f"unknown report {kind!r}; use one of {', '.join(REPORTS)}")
     if by is not None and by not in REPORTS[kind]:
@@ -202,6 +226,7 @@ def build_report(
         "latency": lambda: _latency(conn, scope, by),
         "goodput": lambda: _goodput(conn, scope, by, slo_file),
         "cost": lambda: _cost(conn, scope, by),
+        "guardrails": lambda: _guardrails(conn, scope, by),
     }
     return Report(kind=kind, scope=scope, tables=builders[kind]())
 
@@ -348,11 +373,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def add_report_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add ``report latency|goodput|cost`` to the ``flywheel`` parser; returns the new parser."""
+    """Add ``report latency|goodput|cost|guardrails`` to the ``flywheel`` parser."""
     report = subparsers.add_parser(
         "report",
-        help="latency, goodput or cost numbers as a table, JSON or CSV",
-        description="Print the numbers of the Latency & goodput and Cost pages for a time "
+        help="latency, goodput, cost or guardrail numbers as a table, JSON or CSV",
+        description="Print the numbers of the Latency & goodput, Cost and Guardrails & quality "
+        "pages for a time "
         "window and filters, as an aligned table, JSON (keys name their units) or CSV.",
     )
     kinds = report.add_subparsers(dest="report", required=True, metavar="REPORT")
@@ -360,6 +386,7 @@ def add_report_parser(subparsers: Any, common: argparse.ArgumentParser) -> argpa
         ("latency", "request latency, model-call latency, TTFT and TPOT percentiles"),
         ("goodput", "good fraction against the SLOs, goodput, burn rates, missed SLOs"),
         ("cost", "spend, cost per request, token split, projection, unpriced models"),
+        ("guardrails", "guardrail trigger rates and latency, quality rates, spikes, blocks"),
     ):
         p = kinds.add_parser(
             kind, parents=[common], help=text, description=text[0].upper() + text[1:] + "."

@@ -6,7 +6,8 @@ The page owns these query parameters (the sidebar owns project, range, service, 
   keeps opening a trace from scanning the whole lake) and ``span``; ``session`` (with ``t``);
   ``user``; ``sample`` (the seed of a random sample);
 * list filters: ``q`` (text search), ``status`` (``error``/``ok``), ``op`` (operations),
-  ``guardrail`` (``triggered``/``clean``), ``feedback`` (signals), ``label``, ``missed_slo``
+  ``guardrail`` (``triggered``/``clean``), ``gr``/``gr_stage``/``gr_category`` (a triggered
+  result of that guardrail, stage, category: the Guardrails page's links), ``feedback`` (signals), ``label``, ``missed_slo``
   (an SLO name or ``any``), ranges ``lat_min``/``lat_max`` (ms), ``ttft_min``/``ttft_max``
   (ms), ``cost_min``/``cost_max`` (USD), ``tok_min``/``tok_max``; ``from``/``to`` (an exact
   UTC window that overrides ``range``); ``sort`` (``start``, ``duration``, ``ttft``, ``cost``,
@@ -51,6 +52,9 @@ LIST_PARAMS = (
     "status",
     "op",
     "guardrail",
+    "gr",
+    "gr_stage",
+    "gr_category",
     "feedback",
     "label",
     "missed_slo",
@@ -105,6 +109,9 @@ def filter_from_params(params: Mapping[str, Sequence[str]]) -> TraceFilter:
         ranges=tuple(ranges),
         user_id=one("user") or None,
         guardrail=guardrail,
+        guardrail_name=one("gr") or None,
+        guardrail_stage=one("gr_stage") or None,
+        guardrail_category=one("gr_category") or None,
         feedback=tuple(s for s in params.get("feedback") or () if s in FEEDBACK_SIGNALS),
         label=one("label") or None,
         search=(one("q") or "").strip() or None,

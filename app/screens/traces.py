@@ -277,6 +277,27 @@ def _slo_filter(conn: duckdb.DuckDBPyConnection, scope: Scope, filters: TraceFil
     return dataclasses.replace(filters, trace_ids=tuple(bad["trace_id"].to_list()))
 
 
+def _guardrail_caption(filters: TraceFilter) -> None:
+    """Say so when the URL narrows the list to one guardrail's results (no widget shows it)."""
+    parts = [
+        f"{what} {value}"
+        for what, value in (
+            ("guardrail", filters.guardrail_name),
+            ("stage", filters.guardrail_stage),
+            ("category", filters.guardrail_category),
+        )
+        if value is not None
+    ]
+    if not parts:
+        return
+    st.caption(md_escape(f"Showing requests with a triggered result of {', '.join(parts)}."))
+    if st.button("Show all requests", key="clear_guardrail_result"):
+        for key in ("gr", "gr_stage", "gr_category"):
+            if key in st.query_params:
+                del st.query_params[key]
+        st.rerun()
+
+
 def _feedback_cell(row: dict[str, Any]) -> str:
     parts = []
     if row["thumbs_up"]:
@@ -366,6 +387,7 @@ def _list_view(conn: duckdb.DuckDBPyConnection, scope: Scope) -> None:
         render_user(user, sessions_by_user(conn, scope, user), _link_params(scope))
         st.subheader("Their requests", anchor=False)
     filters = _slo_filter(conn, scope, _filter_widgets(scope))
+    _guardrail_caption(filters)
     sample = _one("sample")
     if sample is not None:
         _sample_view(conn, scope, filters, sample)

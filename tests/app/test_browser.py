@@ -65,3 +65,27 @@ def test_choosing_all_time_shows_every_request_and_lands_in_the_url(page: object
     page.wait_for_selector('[data-testid="stDataFrame"] canvas', timeout=30_000)  # type: ignore[attr-defined]
     page.wait_for_timeout(1000)  # type: ignore[attr-defined]  # the grid paints after it mounts
     page.screenshot(path=str(SCREENSHOTS / "overview-all.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def test_guardrails_page_finds_the_injection_spike_and_opens_its_traces(page: object) -> None:
+    url = page.base_url  # type: ignore[attr-defined]
+    day = "range=custom&start=2026-11-19&end=2026-11-19"
+    page.goto(f"{url}/guardrails?{day}")  # type: ignore[attr-defined]
+    banner = page.get_by_text("Spike: prompt_injection on Amazon Bedrock Guardrails").first  # type: ignore[attr-defined]
+    banner.wait_for(timeout=60_000)
+    page.wait_for_selector(".js-plotly-plot", timeout=30_000)  # type: ignore[attr-defined]
+    page.wait_for_selector('[data-testid="stDataFrame"] canvas', timeout=30_000)  # type: ignore[attr-defined]
+    page.wait_for_timeout(1500)  # type: ignore[attr-defined]  # the grids paint after they mount
+    page.screenshot(path=str(SCREENSHOTS / "guardrails.png"), full_page=True)  # type: ignore[attr-defined]
+    assert _metric(page, "Truncated").endswith("%")
+    # the banner's link (a new tab) opens the traces behind the spike, and says what they are
+    link = page.get_by_role("link", name="Open these traces").first  # type: ignore[attr-defined]
+    href = str(link.get_attribute("href"))
+    page.goto(href if href.startswith("http") else url + href)  # type: ignore[attr-defined]
+    page.get_by_text(  # type: ignore[attr-defined]
+        "Showing requests with a triggered result of guardrail Amazon Bedrock Guardrails"
+    ).first.wait_for(timeout=60_000)
+    assert "gr_category=prompt_injection" in page.url  # type: ignore[attr-defined]
+    page.wait_for_selector('[data-testid="stDataFrame"] canvas', timeout=30_000)  # type: ignore[attr-defined]
+    page.wait_for_timeout(1000)  # type: ignore[attr-defined]
+    page.screenshot(path=str(SCREENSHOTS / "guardrails-traces.png"), full_page=True)  # type: ignore[attr-defined]

@@ -214,6 +214,38 @@ def test_serve_refuses_a_bad_setting_clearly(
     assert "FLYWHEEL_MAX_BODY_BYTES='lots': not a number" in capsys.readouterr().err
 
 
+def test_ingest_applies_the_redaction_policy_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "spans.jsonl"
+    record = {
+        "type": "span",
+        "trace_id": "ab" * 16,
+        "span_id": "cd" * 8,
+        "name": "chat",
+        "start_time": 1_790_000_000_000_000_000,
+        "end_time": 1_790_000_001_000_000_000,
+        "attributes": {"gen_ai.operation.name": "chat", "input.value": "I am ann@example.com"},
+    }
+    source.write_text(json.dumps(record) + "\n")
+    policy = tmp_path / "redaction.toml"
+    policy.write_text('[default]\npii = "mask"\n')
+    monkeypatch.setenv("FLYWHEEL_REDACTION_FILE", str(policy))
+    data = tmp_path / "lake"
+    assert main(["ingest", "--data-dir", str(data), str(source)]) == 0
+    assert "1 guardrail results" in capsys.readouterr().out
+    files = [str(p) for p in (data / "spans").glob("*/*.parquet")]
+    [(text,)] = duckdb.sql(f"SELECT input_text FROM read_parquet({files!r})").fetchall()
+    assert text == "I am <EMAIL_1>"
+    assert _count(data, "guardrails") == 1
+    # a policy Flywheel cannot use stops the command before anything is read
+    policy.write_text('[default]\npii = "blur"\n')
+    assert main(["ingest", "--data-dir", str(tmp_path / "other"), str(source)]) == 2
+    err = capsys.readouterr().err
+    assert f"FLYWHEEL_REDACTION_FILE {policy}: default.pii = 'blur'" in err
+    assert not (tmp_path / "other" / "spans").exists()
+
+
 def test_stopping_the_dashboard_command_stops_the_server(tmp_path: Path) -> None:
     """``flywheel dashboard`` becomes the Streamlit server, so a signal to it leaves no orphan."""
     port = _free_port()

@@ -161,3 +161,31 @@ def test_the_parser_can_be_wired_into_flywheel() -> None:
         args = parser.parse_args(["report", kind, "--by", dimensions[-1], "--project", "p"])
         assert (args.report, args.by, args.project) == (kind, dimensions[-1], "p")
         assert callable(args.func)
+
+
+def test_guardrails_json_on_the_injection_day(
+    tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from analytics.guardrails import guardrail_rate_by_guardrail
+    from analytics.quality import quality_rates
+    from tests.analytics.guardrails_lake import ingest_sample
+
+    sample = ingest_sample(tmp_path_factory.mktemp("report-guardrails"))
+    day = ["--since", "2026-11-19", "--until", "2026-11-20"]
+    assert main(["guardrails", "--data-dir", str(sample), "--format", "json", *day]) == 0
+    body = json.loads(capsys.readouterr().out)
+    scope = Scope("default", datetime(2026, 11, 19, tzinfo=UTC), datetime(2026, 11, 20, tzinfo=UTC))
+    conn = open_catalog(sample)
+    expected = guardrail_rate_by_guardrail(conn, scope)
+    assert [r["num_triggered"] for r in body["guardrails"]] == expected["num_triggered"].to_list()
+    assert [r["num_flagged"] for r in body["quality"]] == quality_rates(conn, scope)[
+        "num_flagged"
+    ].to_list()
+    spikes = {(r["guardrail"], r["category"]) for r in body["spikes"] if r["is_spike"]}
+    assert ("Amazon Bedrock Guardrails", "prompt_injection") in spikes
+    assert body["blocks_followed_by_pass"][0]["num_blocked"] >= 80
+    assert (
+        main(["guardrails", "--data-dir", str(sample), "--by", "route", "--format", "csv", *day])
+        == 0
+    )
+    assert capsys.readouterr().out.startswith("route,guardrail,stage,source,num_checks")
