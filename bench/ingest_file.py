@@ -10,9 +10,9 @@ and I/O pools at one thread; ``OMP_NUM_THREADS=1``), so its peak RSS (``ru_maxrs
 own:
 
 * ``e2e`` — ``ingest.loader.ingest_paths`` into a ``store.writer.LakeWriter`` on an empty data
-  dir, then ``close()``: decode + WAL (fsync) + Parquet segments with dedup, which is what
-  ``flywheel ingest`` does. The writer's calls are timed, so the run also splits its time into
-  decode, WAL and lake write.
+  dir, then ``close()``: decode + guard (detectors, redaction; ``--guard``) + WAL (fsync) +
+  Parquet segments with dedup, which is what ``flywheel ingest`` does. The writer's calls are
+  timed, so the run also splits its time into decode (with the guard), WAL and lake write.
 * ``decode`` — ``ingest.files.iter_file`` alone (protobuf parse, normalize, build Arrow).
 * ``profile`` — ``decode`` under cProfile, on the small file; top functions by own time.
 
@@ -158,7 +158,20 @@ class _Timed:
             self.seconds += time.perf_counter() - began
 
 
-def _run_e2e(path: Path, data_dir: Path) -> dict[str, Any]:
+def make_guard(name: str) -> Any:
+    """The guard stage a run uses: ``on`` (the default: detectors, secrets masked), ``off`` (no
+    detectors, nothing redacted; guardrail spans are still read), ``mask`` (PII masked too)."""
+    from ingest.guard import Guard
+    from ingest.redaction import parse_policy
+
+    if name == "off":
+        return Guard(parse_policy('[default]\nsecret = "off"\npii = "off"'), detectors=False)
+    if name == "mask":
+        return Guard(parse_policy('[default]\npii = "mask"'))
+    return Guard()
+
+
+def _run_e2e(path: Path, data_dir: Path, guard: str = "on") -> dict[str, Any]:
     from ingest.loader import ingest_paths
     from store.writer import LakeWriter
 
@@ -170,10 +183,10 @@ def _run_e2e(path: Path, data_dir: Path) -> dict[str, Any]:
     # methods, so these wrappers see those calls too.
     flush = _Timed(writer.flush)
     writer.flush = flush  # type: ignore[method-assign]
-    append = _Timed(writer.append)
-    writer.append = append  # type: ignore[method-assign]
+    append = _Timed(writer.append_many)
+    writer.append_many = append  # type: ignore[method-assign]
     rss_before = _current_rss_mib()
-    reports = ingest_paths([path], writer)
+    reports = ingest_paths([path], writer, guard=make_guard(guard))
     close_began = time.perf_counter()
     writer.close()
     close_s = time.perf_counter() - close_began
@@ -258,10 +271,11 @@ def child_main(argv: list[str]) -> int:
     parser.add_argument("mode", choices=("e2e", "decode", "profile"))
     parser.add_argument("--input", type=Path, required=True)
     parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--guard", choices=("on", "off", "mask"), default="on")
     args = parser.parse_args(argv)
     cpu = _pin_to_one_core()
     if args.mode == "e2e":
-        result = _run_e2e(args.input, args.data_dir)
+        result = _run_e2e(args.input, args.data_dir, args.guard)
         shutil.rmtree(args.data_dir, ignore_errors=True)
     elif args.mode == "decode":
         result = _run_decode(args.input)
@@ -284,11 +298,12 @@ def child_main(argv: list[str]) -> int:
 # --- the driver -------------------------------------------------------------------------------
 
 
-def _child(mode: str, path: Path, data_dir: Path | None = None) -> dict[str, Any]:
+def child(mode: str, path: Path, data_dir: Path | None = None, guard: str = "on") -> dict[str, Any]:
+    """Run one measurement in a fresh process pinned to one core; its result."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     command = [sys.executable, "-m", "bench.ingest_file", mode, "--input", str(path)]
     if data_dir is not None:
-        command += ["--data-dir", str(data_dir)]
+        command += ["--data-dir", str(data_dir), "--guard", guard]
     done = subprocess.run(
         command, cwd=_REPO, env=env, stdout=subprocess.PIPE, text=True, check=True
     )
@@ -304,19 +319,19 @@ def run(out_dir: Path = OUT_DIR, log: Callable[[str], None] = print) -> tuple[li
     e2e = {}
     for name in SIZES:
         log(f"ingest: end-to-end, {files[name]['num_spans']:,} spans, one core …")
-        e2e[name] = _child("e2e", Path(files[name]["path"]), data_dir)
+        e2e[name] = child("e2e", Path(files[name]["path"]), data_dir)
         log(
             f"ingest:   {e2e[name]['spans_per_s']:,.0f} spans/s, "
             f"peak RSS {e2e[name]['peak_rss_mib']:,.0f} MiB"
         )
     largest = list(SIZES)[-1]
     log(f"ingest: decode only, {files[largest]['num_spans']:,} spans, one core …")
-    decode = _child("decode", Path(files[largest]["path"]))
+    decode = child("decode", Path(files[largest]["path"]))
     log(
         f"ingest:   {decode['spans_per_s']:,.0f} spans/s, peak RSS {decode['peak_rss_mib']:,.0f} MiB"
     )
     log(f"ingest: profiling decode on {files[PROFILE_SIZE[0]]['num_spans']:,} spans …")
-    profile = _child("profile", Path(files[PROFILE_SIZE[0]]["path"]))
+    profile = child("profile", Path(files[PROFILE_SIZE[0]]["path"]))
 
     big = e2e[largest]
     rss = [e2e[name]["peak_rss_mib"] for name in SIZES]
