@@ -54,15 +54,11 @@ __all__ = [
     "sessions_by_user",
 ]
 
-#: A guardrail span whose result says it intervened. The conventions give no normalised verdict
-#: ("instrumentations MUST NOT infer a generalized allow or deny verdict"), so this lists the
-#: provider-native values that mean "triggered": Bedrock ``GUARDRAIL_INTERVENED``, OpenAI
-#: Agents tripwire ``true``, Azure Content Safety ``MATCH_FOUND``, and plain ``blocked``.
-GUARDRAIL_TRIGGERED_SQL = """(
-    operation = 'guardrail'
-    AND upper(attributes['gen_ai.guardrail.result.value'])
-        IN ('GUARDRAIL_INTERVENED', 'TRUE', 'MATCH_FOUND', 'INTERVENED', 'BLOCKED')
-)"""
+#: A request a guardrail intervened in: one of its guardrail spans or events has a result whose
+#: action is not ``pass`` (``guardrails`` table; the verdict rules are ``ingest/guardrails.toml``).
+#: Built-in detectors are left out: a truncated answer is a quality signal, not an intervention
+#: (the ``guardrail_name`` / ``guardrail_category`` filters select those).
+GUARDRAIL_TRIGGERED_SQL = "triggered AND source <> 'detector'"
 
 #: Feedback signals a list can be filtered by, and the feedback rows that give each.
 FEEDBACK_SIGNALS: dict[str, str] = {
@@ -261,12 +257,13 @@ _SPAN_PREDICATES = {
     "operations": "list_contains($f_operations, operation)",
     "user": "user_id = $f_user",
     "session": "session_id = $f_session",
-    "guardrail": GUARDRAIL_TRIGGERED_SQL,
     "search": "input_text ILIKE $f_search ESCAPE '\\' OR output_text ILIKE $f_search ESCAPE '\\'",
 }
 _IN_FEEDBACK = "c.trace_id IN (SELECT trace_id FROM scoped_trace_feedback WHERE {predicate})"
 _IN_LABEL = "c.trace_id IN (SELECT trace_id FROM scoped_trace_annotations WHERE label = $f_label)"
-_IN_GUARDRAILS = "c.trace_id IN (SELECT trace_id FROM scoped_trace_guardrails WHERE {predicate})"
+_IN_GUARDRAILS = (
+    "c.trace_id {negate}IN (SELECT trace_id FROM scoped_trace_guardrails WHERE {predicate})"
+)
 _GUARDRAIL_FIELDS = (
     ("guardrail_name", "guardrail"),
     ("guardrail_stage", "stage"),
@@ -304,11 +301,12 @@ def _phase_one(
         in_spans("session")
         params["f_session"] = filters.session_id
     if filters.guardrail is not None:
-        in_spans("guardrail", negate=not filters.guardrail)
+        negate = "" if filters.guardrail else "NOT "
+        where.append(_IN_GUARDRAILS.format(negate=negate, predicate=GUARDRAIL_TRIGGERED_SQL))
     matching = [(f, c) for f, c in _GUARDRAIL_FIELDS if getattr(filters, f) is not None]
     if matching:
         predicate = " AND ".join(["triggered", *(f"{c} = $f_{f}" for f, c in matching)])
-        where.append(_IN_GUARDRAILS.format(predicate=predicate))
+        where.append(_IN_GUARDRAILS.format(negate="", predicate=predicate))
         params.update({f"f_{f}": getattr(filters, f) for f, _ in matching})
     if filters.search:
         in_spans("search")
@@ -472,7 +470,6 @@ WITH page_spans AS (
         max(end_time) AS last_end,
         count(*) AS num_spans,
         bool_or(status_code = 'ERROR') AS has_error,
-        bool_or(coalesce({GUARDRAIL_TRIGGERED_SQL}, false)) AS guardrail_triggered,
         arg_min(user_id, start_time) FILTER (WHERE user_id IS NOT NULL) AS user_id,
         arg_min(session_id, start_time) FILTER (WHERE session_id IS NOT NULL) AS session_id,
         arg_min(
@@ -546,7 +543,10 @@ SELECT
     coalesce(c.models, []::VARCHAR[]) AS models,
     s.root.status_code AS status_code,
     s.has_error,
-    s.guardrail_triggered,
+    s.trace_id IN (
+        SELECT trace_id FROM scoped_trace_guardrails
+        WHERE list_contains($f_ids, trace_id) AND {GUARDRAIL_TRIGGERED_SQL}
+    ) AS guardrail_triggered,
     coalesce(f.thumbs_up, 0) AS thumbs_up,
     coalesce(f.thumbs_down, 0) AS thumbs_down,
     coalesce(f.num_edits, 0) AS num_edits,

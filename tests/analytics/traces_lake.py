@@ -14,14 +14,22 @@ import pyarrow as pa
 
 from analytics.annotations import new_annotation, write_annotations
 from analytics.cost import install_prices
+from ingest.guard import Guard
 from store.catalog import open_catalog, query
 from store.lake import Lake
-from store.schema import FEEDBACK_SCHEMA, LLM_OPERATIONS
+from store.schema import FEEDBACK_SCHEMA, LLM_OPERATIONS, SPAN_SCHEMA
 from tests.analytics.lake import T0, new_id, random_traces, span, write_lake
 
 WINDOW = (T0 + timedelta(hours=6), T0 + timedelta(hours=40))
 TOPICS = ("refund", "password reset", "invoice PDF", "100%_sure", "Ünïcode ☃")
-GUARDRAIL_VALUES = ("NONE", "GUARDRAIL_INTERVENED", "false", "true", "MATCH_FOUND")
+#: Provider-native guardrail verdicts (result.type, result.value) and which mean "intervened".
+GUARDRAIL_VALUES = (
+    ("action", "NONE"),
+    ("action", "GUARDRAIL_INTERVENED"),
+    ("tripwire_triggered", "false"),
+    ("tripwire_triggered", "true"),
+    ("filter_match_state", "MATCH_FOUND"),
+)
 INTERVENED = {"GUARDRAIL_INTERVENED", "true", "MATCH_FOUND"}
 
 
@@ -38,7 +46,7 @@ def _decorate(rows: list[dict[str, Any]], rng: random.Random) -> None:
                 s["input_text"] = f"How do I get a {topic}?\nContext: doc-{rng.randint(1, 9)}"
                 s["output_text"] = rng.choice(["Sure, here is how.", f"About {topic}: step 1."])
         if rng.random() < 0.4:
-            value = rng.choice(GUARDRAIL_VALUES)
+            result_type, value = rng.choice(GUARDRAIL_VALUES)
             rows.append(
                 span(
                     project=root["project"],
@@ -49,7 +57,11 @@ def _decorate(rows: list[dict[str, Any]], rng: random.Random) -> None:
                     duration_ms=3.0,
                     service_name=root["service_name"],
                     operation="guardrail",
-                    attributes=[("gen_ai.guardrail.result.value", value)],
+                    attributes=[
+                        ("gen_ai.operation.name", "apply_guardrail"),
+                        ("gen_ai.guardrail.result.type", result_type),
+                        ("gen_ai.guardrail.result.value", value),
+                    ],
                 )
             )
 
@@ -119,6 +131,9 @@ def make_lake(data_dir: Path) -> tuple[Path, list[dict[str, Any]], list[dict[str
     """Write spans, feedback and annotations; returns (data_dir, span rows, feedback rows)."""
     rows = build_rows()
     write_lake(data_dir, rows)
+    # the guardrail results ingest would have read from those spans
+    spans = pa.Table.from_pylist(rows, schema=SPAN_SCHEMA)
+    Lake(data_dir).write("guardrails", Guard(detectors=False).apply(spans).guardrails)
     feedback = feedback_rows(rows)
     Lake(data_dir).write("feedback", pa.Table.from_pylist(feedback, schema=FEEDBACK_SCHEMA))
     roots = [r for r in rows if r["parent_span_id"] is None and r["project"] == "default"]
