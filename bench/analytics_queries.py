@@ -34,7 +34,7 @@ BUCKET = timedelta(hours=3)
 
 
 def _analytics_calls(scope: Any) -> dict[str, Callable[[Any], Any]]:
-    from analytics import cost, goodput, latency, throughput
+    from analytics import cost, goodput, guardrails, latency, quality, throughput
     from analytics.slos import load_slo_config
 
     slos = load_slo_config()
@@ -67,6 +67,16 @@ def _analytics_calls(scope: Any) -> dict[str, Callable[[Any], Any]]:
         "most_expensive_traces": lambda c: cost.most_expensive_traces(c, scope),
         "unpriced_models": lambda c: cost.unpriced_models(c, scope),
         "cost_projection": lambda c: cost.cost_projection(c, scope),
+        "guardrail_rate_by_guardrail": lambda c: guardrails.guardrail_rate_by_guardrail(c, scope),
+        "guardrail_rate_by_time": lambda c: guardrails.guardrail_rate_by_time(c, scope, BUCKET),
+        "guardrail_rate_by_dimension (model)": lambda c: guardrails.guardrail_rate_by_dimension(
+            c, scope, "model"
+        ),
+        "guardrail_latency": lambda c: guardrails.guardrail_latency(c, scope),
+        "blocks_followed_by_pass": lambda c: guardrails.blocks_followed_by_pass(c, scope),
+        "guardrail_spikes": lambda c: guardrails.guardrail_spikes(c, scope),
+        "guardrail_results": lambda c: guardrails.guardrail_results(c, scope),
+        "quality_rates": lambda c: quality.quality_rates(c, scope),
     }
 
 

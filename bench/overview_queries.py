@@ -61,6 +61,7 @@ def _synth_hash() -> str:
 def ensure_lake(out_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
     """Build the 10M-span lake once; return its manifest."""
     from bench.synth import SynthSpec, generate_tables
+    from ingest.guard import Guard
     from store.lake import Lake
 
     spec = SynthSpec()
@@ -72,6 +73,7 @@ def ensure_lake(out_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
         "end": spec.end.isoformat(),
         "chunk_traces": CHUNK_TRACES,
         "synth_hash": _synth_hash(),
+        "guardrails": "ingest.guard.Guard() per chunk",
     }
     manifest_path = lake_dir / MANIFEST
     if manifest_path.exists():
@@ -83,7 +85,8 @@ def ensure_lake(out_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
     log(f"overview: building a {spec.num_spans:,}-span lake in {lake_dir} …")
     lake = Lake(lake_dir)
     began = time.perf_counter()
-    generate_s = write_s = 0.0
+    generate_s = write_s = guard_s = 0.0
+    guard = Guard()
     num_written = 0
     tables = generate_tables(spec, CHUNK_TRACES)
     while True:
@@ -93,6 +96,7 @@ def ensure_lake(out_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
         if table is None:
             break
         t0 = time.perf_counter()
+        guard_s += _timed(lambda t=table: lake.write("guardrails", guard.apply(t).guardrails))
         num_written += lake.write("spans", table).num_written
         write_s += time.perf_counter() - t0
     segments = lake.list_segments("spans")
@@ -108,8 +112,10 @@ def ensure_lake(out_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
         "build_s": round(time.perf_counter() - began, 1),
         "generate_s": round(generate_s, 1),
         "lake_write_s": round(write_s, 1),
+        "guard_s": round(guard_s, 1),
         "written_through": "store.lake.Lake.write (conform, dedup in batch and against the "
-        "partition's segments, sort, zstd Parquet, fsync + rename)",
+        "partition's segments, sort, zstd Parquet, fsync + rename); guardrail results from "
+        "ingest.guard.Guard.apply on each chunk",
     }
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     log(
@@ -118,6 +124,12 @@ def ensure_lake(out_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
         f"{manifest['lake_bytes'] / 2**20:,.0f} MiB"
     )
     return manifest
+
+
+def _timed(work: Callable[[], object]) -> float:
+    began = time.perf_counter()
+    work()
+    return time.perf_counter() - began
 
 
 # --- the measured process ---------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Page render time on a 1M-span lake, with Streamlit's AppTest (no browser).
 
 The lake is :mod:`bench.synth`'s generator at 125,000 traces × 8 spans over 30 days, written
-through ``store.lake.Lake.write`` into ``bench/out/lake-1m`` (built once). In a fresh process, each
+through ``store.lake.Lake.write`` into ``bench/out/lake-1m`` (built once, with the guardrail
+results ``ingest.guard`` reads from it). In a fresh process, each
 page script in ``app/screens/`` runs in its own ``AppTest`` on the default view (the "Last 7 days"
 preset, no filters): the first run of each page is timed (it opens the catalog on first use and
 runs every query the page shows; nothing is cached yet for its queries), then the page is run
@@ -26,7 +27,7 @@ from bench.report import OUT_DIR, Figure, run_in_fresh_process
 NAME = "page_render"
 LAKE_NAME = "lake-1m"
 NUM_TRACES = 125_000
-PAGES = ("overview", "latency", "cost", "traces")
+PAGES = ("overview", "latency", "cost", "guardrails", "traces")
 RUNS = 3
 TARGET_S = 3.0
 _REPO = Path(__file__).resolve().parent.parent
@@ -34,19 +35,26 @@ _REPO = Path(__file__).resolve().parent.parent
 
 def ensure_lake(out_dir: Path, log: Callable[[str], None]) -> Path:
     """Build the 1M-span lake once (a marker file records the trace count)."""
+    import shutil
+
     from bench.synth import SynthSpec, generate_tables
+    from ingest.guard import Guard
     from store.lake import Lake
 
     lake_dir = out_dir.resolve() / LAKE_NAME
     marker = lake_dir / "bench-lake.json"
     spec = SynthSpec(num_traces=NUM_TRACES)
-    if marker.exists() and json.loads(marker.read_text()).get("num_traces") == NUM_TRACES:
+    key = {"num_traces": NUM_TRACES, "num_spans": spec.num_spans, "guardrails": True}
+    if marker.exists() and json.loads(marker.read_text()) == key:
         return lake_dir
+    shutil.rmtree(lake_dir, ignore_errors=True)
     log(f"pages: building a {spec.num_spans:,}-span lake in {lake_dir} …")
     lake = Lake(lake_dir)
+    guard = Guard()
     for table in generate_tables(spec, 6_250):
+        lake.write("guardrails", guard.apply(table).guardrails)
         lake.write("spans", table)
-    marker.write_text(json.dumps({"num_traces": NUM_TRACES, "num_spans": spec.num_spans}))
+    marker.write_text(json.dumps(key))
     return lake_dir
 
 

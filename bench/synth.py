@@ -12,7 +12,8 @@ from numpy. The shape follows the sample RAG chat product: every trace has 8 spa
 — with several models and providers (read-time priced), log-normal durations and token counts,
 TTFT on streamed calls, ~2% failed traces, a diurnal load curve, ~60k users and ~400k sessions.
 Texts come from small pools (so the lake is smaller than real text would make it; the
-Overview reads no text column). Attribute maps are small; events and links are NULL.
+Overview reads no text column). Attribute maps are small (model calls: operation and model;
+guardrail spans: an OTel GenAI verdict, 3% intervened); events and links are NULL.
 """
 
 from __future__ import annotations
@@ -265,13 +266,29 @@ def _chunk(
     res_key_idx = np.tile(np.arange(3), rows)
     res_values = pa.array([*SERVICES, "production", "python"], pa.string())
     res_value_idx = np.stack([services, np.full(rows, 2), np.full(rows, 3)], axis=1).reshape(-1)
-    attr_counts = np.where(is_chat, 2, 0).astype(np.int32)
-    num_attr_rows = int(is_chat.sum())
-    attr_keys = np.tile(np.arange(2), num_attr_rows)
-    attr_values = pa.array(["chat", *request_models], pa.string())
-    attr_value_idx = np.stack(
-        [np.zeros(num_attr_rows, dtype=np.int64), 1 + chat_model[is_chat]], axis=1
-    ).reshape(-1)
+    # Model calls carry their operation and model; guardrail spans an OTel GenAI verdict
+    # (Bedrock's: 3% GUARDRAIL_INTERVENED), so ingest's guard stage has results to read.
+    is_guard = (slot == 2) | (slot == 7)
+    intervened = is_guard & (rng.random(rows) < 0.03)
+    attr_key_names = ["gen_ai.operation.name", "gen_ai.request.model"]
+    attr_key_names += ["gen_ai.guardrail.result.type", "gen_ai.guardrail.result.value"]
+    attr_value_names = ["chat", *request_models, "apply_guardrail", "action", "NONE"]
+    attr_value_names += ["GUARDRAIL_INTERVENED"]
+    apply_idx = 1 + len(request_models)
+    attr_counts = np.where(is_chat, 2, np.where(is_guard, 3, 0)).astype(np.int32)
+    key_matrix = np.where(is_chat[:, None], [0, 1, -1], [0, 2, 3])
+    value_matrix = np.stack(
+        [
+            np.where(is_chat, 0, apply_idx),
+            np.where(is_chat, 1 + chat_model, apply_idx + 1),
+            np.where(intervened, apply_idx + 3, apply_idx + 2),
+        ],
+        axis=1,
+    )
+    present = np.arange(3)[None, :] < attr_counts[:, None]  # row-major: each row's entries
+    attr_keys = key_matrix[present]
+    attr_values = pa.array(attr_value_names, pa.string())
+    attr_value_idx = value_matrix[present]
 
     columns = {
         "project": _take([spec.project], np.zeros(rows, dtype=np.int32)),
@@ -310,7 +327,7 @@ def _chunk(
         ),
         "attributes": _string_map(
             attr_counts,
-            _take(["gen_ai.operation.name", "gen_ai.request.model"], attr_keys),
+            _take(attr_key_names, attr_keys),
             attr_values.take(pa.array(attr_value_idx)),
         ),
     }
