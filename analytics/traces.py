@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 #: A request a guardrail intervened in: one of its guardrail spans or events has a result whose
-#: action is not ``pass`` (``guardrails`` table; the verdict rules are ``ingest/guardrails.toml``).
+#: action is not ``pass`` (``guardrails`` table; the verdict rules are in ``ingest/conventions.toml``).
 #: Built-in detectors are left out: a truncated answer is a quality signal, not an intervention
 #: (the ``guardrail_name`` / ``guardrail_category`` filters select those).
 GUARDRAIL_TRIGGERED_SQL = "triggered AND source <> 'detector'"

@@ -6,8 +6,9 @@ spans into rows through ``records.SpanBuilder``, which validates ids and times a
 ``conventions`` normalizer, compiled from ``conventions.toml`` (conventions as data).
 ``messages`` pulls text out of the many message shapes SDKs send. Bad input raises or records
 ``IngestError(source, location, reason)``; valid records beside it still land. ``guard``
-then reads guardrail results out of each batch (``guardrails`` from ``guardrails.toml``, the
-built-in ``detectors``) and applies the ``redaction`` policy, before anything is written.
+then reads guardrail results out of each batch (``guardrails``, ruled by the ``[guardrails]``
+section of ``conventions.toml``, and the built-in ``detectors``) and applies the ``redaction``
+policy, before anything is written.
 ``loader`` feeds guarded batches to ``store.writer.LakeWriter``, which acknowledges only after
 fsync; the receiver guards in its decoder workers.
 

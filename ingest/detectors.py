@@ -372,9 +372,32 @@ DETECTORS: tuple[Detector, ...] = (
     _detector("phone", _PHONE, _phone, r"\d[ ./)-]?\d{2,4}[ ./-]\d{2,4}"),
     _detector("ip_address", _IPV4 + "|" + _IPV6, _ip, r"\d\.\d{1,3}\.\d{1,3}\.\d|[0-9A-Fa-f:]:[0-9A-Fa-f]{0,4}:|::"),
 )  # fmt: skip
+# The phrasing detectors' screens are their patterns' keywords: every alternative of the
+# pattern contains one. A keyword list compiles in RE2 ten times faster than the full pattern,
+# which matters for the receiver's small batches; Python confirms what passes.
+_INJECTION_KEYWORDS = (
+    r"(?i)ignor|disregard|forget|overrid|bypass|skip\s|longer\s+apply|exist|\bvoid\b|cancelled"
+    r"|new\s+(?:instruction|task|rule|system)|system\s+(?:prompt|message)"
+    r"|hidden\s+(?:prompt|instruction|rule)|initial\s+prompt|(?:instructions|prompt|text)\s+above"
+    r"|your\s+(?:hidden\s+|secret\s+)?instructions|repeat|\bDAN\b|developer\s+mode"
+    r"|god\s+mode|jailbr|no\s+longer\s+bound|free\s+from|unrestricted|unfiltered|uncensored"
+    r"|anything\s+now|pretend|imagine|from\s+now\s+on|your\s+(?:real|true|actual|new|updated)\s"
+    r"|<<\s*sys|\[\s*system|##|(?:before|above|prior\s+to)\s+(?:this|my)\s"
+    r"|have\s+no\s+(?:rules|restrictions|guidelines|filters|limits)|following|obeying"
+    r"|not\s+(?:follow|obey)|without\s+(?:any\s+)?(?:restrictions|filters|censorship|limits|rules)"
+    r"|(?:safety|content)\s+(?:settings|filter|polic|rules)"
+)
+_REFUSAL_KEYWORDS = (
+    r"(?i)sorry|afraid|apologi|unfortunately|my\s+apologies"
+    r"|I\s+(?:can.?t|cannot|won.?t|will\s+not|must|have\s+to|need\s+to|will\s+have\s+to)\s"
+    r"|I(?:.m|\s+am)\s+(?:not\s+(?:able|allowed|permitted|comfortable|going|willing)|unable)"
+    r"|not\s+something"
+    r"|as\s+an\s+AI|(?:against|outside)\s+(?:my|our|the)\s|(?:unable|not\s+able)\s+to\s"
+    r"|d.sol|lo\s+siento|tut\s+mir\s+leid|mi\s+dispiace|desculpe"
+)
 PHRASE_DETECTORS: tuple[Detector, ...] = (
-    _detector("prompt_injection", _INJECTION, _always, _INJECTION.replace("(?i)", "(?i)", 1)),
-    _detector("refusal", _REFUSAL, _always, _REFUSAL),
+    _detector("prompt_injection", _INJECTION, _always, _INJECTION_KEYWORDS),
+    _detector("refusal", _REFUSAL, _always, _REFUSAL_KEYWORDS),
 )
 DETECTORS_BY_KIND: dict[str, Detector] = {d.kind: d for d in DETECTORS + PHRASE_DETECTORS}
 #: One RE2 pattern that any text with a redactable finding matches (a superset screen).

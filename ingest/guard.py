@@ -3,7 +3,8 @@
 ``Guard.apply`` takes a batch of canonical spans and returns them redacted, with the guardrail
 results they carry (the ``guardrails`` lake table):
 
-* **Guardrail spans and events** (``ingest.guardrails``): one result per evaluation.
+* **Guardrail spans and events** (``ingest.guardrails``, rules in ``conventions.toml``): one
+  result per evaluation.
 * **Built-in detectors** on model calls (``chat``, ``text_completion``, ``generate_content``):
   PII and secrets in the input and output text, prompt-injection phrasing in the input,
   refusal phrasing in the output (``ingest.detectors``); empty output (no text, or no output
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,10 +59,13 @@ JSON_REQUEST_ATTRIBUTES: dict[str, tuple[str, ...]] = {
 #: Attributes whose presence alone means a JSON schema was given (Vercel AI SDK generateObject).
 JSON_SCHEMA_ATTRIBUTES: tuple[str, ...] = ("ai.schema", "gen_ai.request.response_schema")
 _INVOCATION_PARAMETERS = "llm.invocation_parameters"
+_JSON_KEYS = (*JSON_REQUEST_ATTRIBUTES, *JSON_SCHEMA_ATTRIBUTES, _INVOCATION_PARAMETERS)
+_JSON_PARAMETER = re.compile(r'"response_format"\s*:\s*(\{[^}]*"type"\s*:\s*)?"json')
 
 _PHRASE = {d.kind: d.prefilter for d in PHRASE_DETECTORS}
-_INPUT_SCREEN = f"{SENSITIVE_SCREEN}|(?:{_PHRASE['prompt_injection']})"
-_OUTPUT_SCREEN = f"{SENSITIVE_SCREEN}|(?:{_PHRASE['refusal']})"
+#: The text columns redaction rewrites (placeholders are numbered in this order, then the
+#: attribute values, then the events' attribute values).
+TEXT_COLUMNS: tuple[str, ...] = ("input_text", "output_text", "status_message")
 
 DETECTOR_NAMES: dict[str, str] = {
     "pii": "flywheel.pii",
@@ -100,10 +105,6 @@ def _list_rows_with(lists: pa.ChunkedArray, values: tuple[str, ...], n: int) -> 
         parents = pc.list_parent_indices(lists).to_numpy()
         found[parents[hits]] = True
     return found
-
-
-def _map_value(maps: pa.ChunkedArray, key: str) -> pa.Array:
-    return pc.map_lookup(maps, key, "first")
 
 
 class _Results:
@@ -199,6 +200,32 @@ def _json_invalid(text: str | None) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Screened:
+    """Which texts of a batch might hold PII or a secret: one RE2 pass over all of them (each
+    pass compiles its pattern, which costs more than scanning a receiver-sized batch)."""
+
+    columns: dict[str, np.ndarray]  # per row, for each of TEXT_COLUMNS
+    attributes: np.ndarray  # per entry of the attribute maps (``_plain`` order)
+    events: np.ndarray  # per entry of the events' attribute maps
+
+    @classmethod
+    def of(cls, spans: pa.Table) -> _Screened:
+        parts = [spans.column(c).combine_chunks() for c in TEXT_COLUMNS]
+        parts.append(_plain(spans.column("attributes").combine_chunks()).items)
+        parts.append(_event_maps(spans)[2].items)
+        mask = _screen(pa.concat_arrays([p.cast(pa.string()) for p in parts]), SENSITIVE_SCREEN)
+        pieces = np.split(mask, np.cumsum([len(p) for p in parts])[:-1])
+        return cls(dict(zip(TEXT_COLUMNS, pieces, strict=False)), pieces[-2], pieces[-1])
+
+
+def _event_maps(spans: pa.Table) -> tuple[pa.ListArray, pa.StructArray, pa.MapArray]:
+    """The events column without slice offsets, its structs, and their attribute maps."""
+    events = _plain(spans.column("events").combine_chunks())
+    structs = events.values
+    return events, structs, _plain(structs.field("attributes"))
+
+
 class Guard:
     """Reads guardrail results out of span batches and applies the redaction policy."""
 
@@ -220,11 +247,13 @@ class Guard:
             return Guarded(spans)
         results = _Results()
         self._guardrail_spans(spans, results)
+        redact = self.policy.any_redaction
+        screened = _Screened.of(spans) if self.detectors or redact else None
         findings: dict[tuple[int, str], list[Finding]] = {}
-        if self.detectors:
-            findings = self._detect(spans, results)
-        if self.policy.any_redaction:
-            spans = self._redact(spans, findings)
+        if self.detectors and screened is not None:
+            findings = self._detect(spans, screened, results)
+        if redact and screened is not None:
+            spans = self._redact(spans, screened, findings)
         return Guarded(spans, results.table())
 
     # -- guardrail spans and events ----------------------------------------------------------
@@ -262,15 +291,19 @@ class Guard:
 
     # -- built-in detectors -----------------------------------------------------------------
 
-    def _detect(self, spans: pa.Table, results: _Results) -> dict[tuple[int, str], list[Finding]]:
+    def _detect(
+        self, spans: pa.Table, screened: _Screened, results: _Results
+    ) -> dict[tuple[int, str], list[Finding]]:
         n = spans.num_rows
         generation = _mask_of(pc.is_in(spans.column("operation"), pa.array(GENERATION_OPERATIONS)))
         if not generation.any():
             return {}
         ok = ~_mask_of(pc.equal(spans.column("status_code"), "ERROR"))
         input_text, output_text = spans.column("input_text"), spans.column("output_text")
-        screened_in = generation & _screen(input_text, _INPUT_SCREEN)
-        screened_out = generation & _screen(output_text, _OUTPUT_SCREEN)
+        sensitive_in = generation & screened.columns["input_text"]
+        sensitive_out = generation & screened.columns["output_text"]
+        screened_in = sensitive_in | (generation & _screen(input_text, _PHRASE["prompt_injection"]))
+        screened_out = sensitive_out | (generation & _screen(output_text, _PHRASE["refusal"]))
         empty_text = _mask_of(pc.equal(pc.utf8_trim_whitespace(output_text), ""))
         no_tokens = _mask_of(
             pc.and_(pc.is_null(output_text), pc.equal(spans.column("output_tokens"), 0))
@@ -287,13 +320,14 @@ class Guard:
         kept: dict[tuple[int, str], list[Finding]] = {}
         for index, span in zip(indices, rows, strict=True):
             start = span["start_time"]
-            for stage, screened, text in (
+            for stage, passed, text in (
                 ("input", screened_in, span["input_text"]),
                 ("output", screened_out, span["output_text"]),
             ):
-                if not screened[index] or text is None:
+                if not passed[index] or text is None:
                     continue
-                found = find_sensitive(text)
+                sensitive = sensitive_in if stage == "input" else sensitive_out
+                found = find_sensitive(text) if sensitive[index] else []
                 kept[(int(index), f"{stage}_text")] = found
                 policy = self.policy.for_project(span["project"])
                 by_kind: dict[str, int] = {}
@@ -345,25 +379,32 @@ class Guard:
         return kept
 
     def _wants_json(self, spans: pa.Table, generation: np.ndarray) -> np.ndarray:
-        attributes = spans.column("attributes")
+        """Calls that asked for JSON output: one pass over the attribute keys, then Python on
+        the few entries that name a response format."""
+        maps = _plain(spans.column("attributes").combine_chunks())
         wants = np.zeros(spans.num_rows, dtype=bool)
-        for key, values in JSON_REQUEST_ATTRIBUTES.items():
-            wants |= _mask_of(
-                pc.is_in(pc.utf8_lower(_map_value(attributes, key)), pa.array(values))
-            )
-        for key in JSON_SCHEMA_ATTRIBUTES:
-            wants |= _mask_of(pc.is_valid(_map_value(attributes, key)))
-        params = _map_value(attributes, _INVOCATION_PARAMETERS)
-        wants |= generation & _mask_of(
-            pc.match_substring_regex(
-                params, r'"response_format"\s*:\s*(\{[^}]*"type"\s*:\s*)?"json'
-            )
-        )
+        hits = np.flatnonzero(_mask_of(pc.is_in(maps.keys, pa.array(_JSON_KEYS))))
+        if not len(hits):
+            return wants
+        rows = _entry_rows(maps)[hits]
+        keys = maps.keys.take(pa.array(hits)).to_pylist()
+        values = maps.items.take(pa.array(hits)).to_pylist()
+        for row, key, value in zip(rows, keys, values, strict=True):
+            if not generation[row] or value is None:
+                continue
+            if key in JSON_REQUEST_ATTRIBUTES:
+                wants[row] |= value.lower() in JSON_REQUEST_ATTRIBUTES[key]
+            elif key in JSON_SCHEMA_ATTRIBUTES:
+                wants[row] = True
+            else:  # llm.invocation_parameters
+                wants[row] |= bool(_JSON_PARAMETER.search(value))
         return wants
 
     # -- redaction -------------------------------------------------------------------------
 
-    def _redact(self, spans: pa.Table, findings: dict[tuple[int, str], list[Finding]]) -> pa.Table:
+    def _redact(
+        self, spans: pa.Table, screened: _Screened, findings: dict[tuple[int, str], list[Finding]]
+    ) -> pa.Table:
         projects = spans.column("project")
         policies = {p: self.policy.for_project(p) for p in pc.unique(projects).to_pylist()}
         if not any(p.redacted_kinds for p in policies.values()):
@@ -392,19 +433,22 @@ class Guard:
             return r.rewrite(text, hits) if hits else text
 
         # Placeholders are numbered in this order: input, output, status, attributes, events.
-        for column in ("input_text", "output_text", "status_message"):
+        for column in TEXT_COLUMNS:
 
             def rewrite_text(row: int, text: str, column: str = column) -> str:
                 return rewrite(row, text, findings.get((row, column)))
 
-            spans = _rewrite_text_column(spans, column, rewrite_text)
-        maps = spans.column("attributes").combine_chunks()
+            new_texts = _rewritten(spans.column(column), screened.columns[column], rewrite_text)
+            if new_texts is not None:
+                spans = spans.set_column(spans.schema.get_field_index(column), column, new_texts)
+        maps = _plain(spans.column("attributes").combine_chunks())
         rows = _entry_rows(maps)
-        new = _rewrite_map(maps, lambda entry, text: rewrite(int(rows[entry]), text))
+        new = _rewrite_map(
+            maps, screened.attributes, lambda entry, text: rewrite(int(rows[entry]), text)
+        )
         if new is not None:
             spans = spans.set_column(spans.schema.get_field_index("attributes"), "attributes", new)
-        spans = _rewrite_events(spans, rewrite)
-        return spans
+        return _rewrite_events(spans, screened.events, rewrite)
 
 
 def _detected(
@@ -424,30 +468,21 @@ def _detected(
 
 
 def _rewritten(
-    texts: pa.Array | pa.ChunkedArray, rewrite: Callable[[int, str], str]
+    texts: pa.Array | pa.ChunkedArray, candidates: np.ndarray, rewrite: Callable[[int, str], str]
 ) -> pa.Array | None:
-    """``texts`` with every value the sensitive screen matches passed through
-    ``rewrite(index, text)``; None when nothing changed."""
-    candidates = np.flatnonzero(_screen(texts, SENSITIVE_SCREEN))
-    if not len(candidates):
+    """``texts`` with every candidate value passed through ``rewrite(index, text)``; None when
+    nothing changed."""
+    indices = np.flatnonzero(candidates)
+    if not len(indices):
         return None
     values = texts.to_pylist()
     changed = False
-    for index in candidates:
+    for index in indices:
         new = rewrite(int(index), values[index])
         if new != values[index]:
             values[index] = new
             changed = True
     return pa.array(values, pa.string()) if changed else None
-
-
-def _rewrite_text_column(
-    spans: pa.Table, column: str, rewrite: Callable[[int, str], str]
-) -> pa.Table:
-    new = _rewritten(spans.column(column), rewrite)
-    if new is None:
-        return spans
-    return spans.set_column(spans.schema.get_field_index(column), column, new)
 
 
 def _plain(array: pa.Array) -> pa.Array:
@@ -466,10 +501,12 @@ def _entry_rows(maps: pa.MapArray) -> np.ndarray:
     return np.repeat(np.arange(len(maps)), np.diff(offsets))
 
 
-def _rewrite_map(maps: pa.MapArray, rewrite: Callable[[int, str], str]) -> pa.MapArray | None:
-    """The map with each screened value rewritten by ``rewrite(entry index, text)``, or None."""
+def _rewrite_map(
+    maps: pa.MapArray, candidates: np.ndarray, rewrite: Callable[[int, str], str]
+) -> pa.MapArray | None:
+    """The map with each candidate value rewritten by ``rewrite(entry index, text)``, or None."""
     maps = _plain(maps)
-    items = _rewritten(maps.items, rewrite)
+    items = _rewritten(maps.items, candidates, rewrite)
     if items is None:
         return None
     return pa.MapArray.from_arrays(
@@ -478,16 +515,18 @@ def _rewrite_map(maps: pa.MapArray, rewrite: Callable[[int, str], str]) -> pa.Ma
     )  # fmt: skip
 
 
-def _rewrite_events(spans: pa.Table, rewrite: Callable[[int, str], str]) -> pa.Table:
-    events = _plain(spans.column("events").combine_chunks())
-    structs = events.values
-    if not len(structs):
+def _rewrite_events(
+    spans: pa.Table, candidates: np.ndarray, rewrite: Callable[[int, str], str]
+) -> pa.Table:
+    events, structs, maps = _event_maps(spans)
+    if not len(structs) or not candidates.any():
         return spans
     row_of_event = _entry_rows(events)
-    maps = structs.field("attributes")
     event_of_entry = _entry_rows(maps)
     new_maps = _rewrite_map(
-        maps, lambda entry, text: rewrite(int(row_of_event[event_of_entry[entry]]), text)
+        maps,
+        candidates,
+        lambda entry, text: rewrite(int(row_of_event[event_of_entry[entry]]), text),
     )
     if new_maps is None:
         return spans

@@ -1,6 +1,8 @@
-"""Guardrail results read from guardrail spans and guardrail span events, through a data file.
+"""Guardrail results read from guardrail spans and guardrail span events, through the
+conventions data file.
 
-``guardrails.toml`` names the source attributes of each canonical guardrail field and maps
+The ``[guardrails]`` section of ``conventions.toml`` names the source attributes of each
+canonical guardrail field and maps
 each provider's native verdict (``result.type`` / ``result.value``: Bedrock's
 ``GUARDRAIL_INTERVENED``, OpenAI Agents' ``tripwire_triggered``, Azure's
 ``filter_match_state``, severity scales) to one action. The OTel GenAI conventions deliberately
@@ -13,11 +15,11 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from typing import Any
 
-GUARDRAILS_TOML = "guardrails.toml"
+CONVENTIONS_TOML = "conventions.toml"
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class GuardrailResult:
 
 @dataclass(frozen=True)
 class GuardrailRules:
-    """The compiled ``guardrails.toml``."""
+    """The compiled ``[guardrails]`` section of ``conventions.toml``."""
 
     fields: Mapping[str, tuple[str, ...]]
     events: frozenset[str]
@@ -70,41 +72,58 @@ class GuardrailRules:
     categories: Mapping[str, str]
     verdicts: tuple[Verdict, ...]
 
-    def _first(self, field: str, *maps: Mapping[str, str]) -> str | None:
-        for source in self.fields.get(field, ()):
-            key = source.rstrip("!")
-            for attrs in maps:
-                value = attrs.get(key)
-                if value not in (None, ""):
-                    if source.endswith("!"):
-                        return {"true": "false", "false": "true"}.get(value.lower())
-                    return value
-        return None
+    @cached_property
+    def _sources(self) -> tuple[tuple[str, tuple[tuple[str, bool], ...]], ...]:
+        """Each field's source keys, with "negate" split off the trailing ``!``."""
+        return tuple(
+            (name, tuple((key.rstrip("!"), key.endswith("!")) for key in keys))
+            for name, keys in self.fields.items()
+        )
 
-    def action_of(self, *maps: Mapping[str, str]) -> str | None:
-        """The action a guardrail took, from its own attribute, a native verdict or a flag."""
-        action = self._first("action", *maps)
+    def _read(self, maps: Sequence[Mapping[str, str]]) -> dict[str, str | None]:
+        """Every field's value: the first source present, earlier maps first."""
+        out: dict[str, str | None] = {}
+        for name, sources in self._sources:
+            out[name] = None
+            for key, negate in sources:
+                value = next((m[key] for m in maps if m.get(key) not in (None, "")), None)
+                if value is not None:
+                    out[name] = (
+                        {"true": "false", "false": "true"}.get(value.lower()) if negate else value
+                    )
+                    break
+        return out
+
+    def _action(self, fields: Mapping[str, str | None]) -> str | None:
+        action = fields.get("action")
         if action is not None and action.lower() in self.actions:
             return action.lower()
-        type_ = (self._first("result_type", *maps) or "").lower()
-        value = (self._first("result_value", *maps) or "").lower()
-        reason = (self._first("reason", *maps) or "").lower()
+        type_ = (fields.get("result_type") or "").lower()
+        value = (fields.get("result_value") or "").lower()
+        reason = (fields.get("reason") or "").lower()
         if type_:
             for verdict in self.verdicts:
                 if verdict.matches(type_, value, reason):
                     return verdict.action
-        triggered = self._first("triggered", *maps)
+        triggered = fields.get("triggered")
         if triggered is not None:
             return {"true": "block", "false": "pass"}.get(triggered.lower())
         return None
+
+    def action_of(self, *maps: Mapping[str, str]) -> str | None:
+        """The action a guardrail took, from its own attribute, a native verdict or a flag."""
+        return self._action(self._read(maps))
 
     def result(
         self, time_ns: int, ordinal: int, *maps: Mapping[str, str], name: str | None = None
     ) -> GuardrailResult:
         """The canonical result read from attribute maps (earlier maps win)."""
-        stage = self._first("stage", *maps)
-        category = self._first("category", *maps)
-        score_text = self._first("score", *maps)
+        fields = self._read(maps)
+        stage, category, score_text = (
+            fields.get("stage"),
+            fields.get("category"),
+            fields.get("score"),
+        )
         try:
             score = float(score_text) if score_text is not None else None
         except ValueError:
@@ -113,13 +132,13 @@ class GuardrailRules:
             lowered = category.strip().lower().replace(" ", "_").replace("-", "_")
             category = self.categories.get(lowered, lowered)
         return GuardrailResult(
-            guardrail=self._first("name", *maps) or name,
+            guardrail=fields.get("name") or name,
             stage=self.stages.get(stage.lower(), stage.lower()) if stage else None,
             category=category,
-            action=self.action_of(*maps),
+            action=self._action(fields),
             score=score,
-            policy_id=self._first("policy_id", *maps),
-            reason=self._first("reason", *maps),
+            policy_id=fields.get("policy_id"),
+            reason=fields.get("reason"),
             time_ns=time_ns,
             ordinal=ordinal,
         )
@@ -152,14 +171,15 @@ def _component(span_name: str | None) -> str | None:
 
 
 def parse_rules(text: str) -> GuardrailRules:
-    """Compile guardrail rules from TOML text."""
-    document: dict[str, Any] = tomllib.loads(text)
+    """Compile guardrail rules from the ``[guardrails]`` section of conventions TOML text."""
+    document: dict[str, Any] = tomllib.loads(text)["guardrails"]
     actions = frozenset(document["actions"])
     verdicts = []
     for number, rule in enumerate(document.get("verdicts", []), start=1):
         if rule.get("action") not in actions:
             raise ValueError(
-                f"{GUARDRAILS_TOML}: verdict {number}: unknown action {rule.get('action')!r}"
+                f"{CONVENTIONS_TOML} [guardrails]: verdict {number}: "
+                f"unknown action {rule.get('action')!r}"
             )
         verdicts.append(
             Verdict(
@@ -182,6 +202,6 @@ def parse_rules(text: str) -> GuardrailRules:
 
 @cache
 def load_rules() -> GuardrailRules:
-    """The rules compiled from the packaged ``guardrails.toml``."""
-    text = resources.files("ingest").joinpath(GUARDRAILS_TOML).read_text(encoding="utf-8")
+    """The rules compiled from the packaged ``conventions.toml``."""
+    text = resources.files("ingest").joinpath(CONVENTIONS_TOML).read_text(encoding="utf-8")
     return parse_rules(text)
