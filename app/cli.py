@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
+from app.alerts_cmd import add_alerts_parser
 from app.report import add_report_parser
 from app.settings import Settings, SettingsError
 from ingest.guard import Guard
@@ -301,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     add_report_parser(sub, common)
+    add_alerts_parser(sub, common)
 
     p = sub.add_parser(
         "hash-password",

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 import duckdb
 import streamlit as st
 
+from analytics.alerts import AlertConfig, AlertResult, evaluate_alerts, load_alert_config
 from analytics.cost import install_prices
 from analytics.scope import (
     Scope,
@@ -123,6 +124,52 @@ def slo_config() -> SLOConfig:
     """The SLOs: ``FLYWHEEL_SLO_FILE`` when set, else the built-in ``analytics/slos.toml``."""
     path = settings().slo_file
     return _slo_config(None if path is None else str(path))
+
+
+def alert_config() -> AlertConfig:
+    """The alert rules: ``FLYWHEEL_ALERTS_FILE`` when set, else ``analytics/alerts.toml``."""
+    return load_alert_config(settings().alerts_file)
+
+
+@st.cache_data(ttl=timedelta(minutes=1), show_spinner=False)
+def _active_alerts(
+    data_dir: str, price_file: str | None, project: str, at: datetime, rules: AlertConfig,
+    slos: SLOConfig,
+) -> list[AlertResult]:  # fmt: skip
+    conn = _open_catalog(data_dir, price_file).cursor()
+    return evaluate_alerts(conn, project, at, rules, slos)
+
+
+def active_alerts(scope: Scope) -> list[AlertResult]:
+    """Every rule evaluated at the end of the scope's range (project only: rules watch the
+    whole project), cached for a minute."""
+    config = settings()
+    price_file = None if config.price_file is None else str(config.price_file)
+    return _active_alerts(
+        str(config.data_dir), price_file, scope.project, scope.end, alert_config(), slo_config()
+    )
+
+
+def evidence_link(scope: Scope, result: AlertResult) -> str:
+    """Where a person looks next for an alert: the pages and traces behind its value."""
+    window = {"from": iso(result.start), "to": iso(result.end)}
+    if result.rule.metric == "error_rate":
+        return traces_link(scope, **window, status="error")
+    if result.rule.metric == "burn_rate":
+        return traces_link(scope, **window, missed_slo="any")
+    if result.rule.metric == "guardrail_spikes":
+        spikes = result.evidence.get("spikes") or [{}]
+        first = spikes[0]
+        return traces_link(
+            scope,
+            **window,
+            gr=first.get("guardrail"),
+            gr_stage=first.get("stage"),
+            gr_category=first.get("category"),
+        )
+    if result.rule.metric == "cost_per_day":
+        return traces_link(scope, **window, sort="cost")
+    return traces_link(scope, **window)
 
 
 def show_empty_lake(data_dir: Path) -> None:

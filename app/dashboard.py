@@ -34,6 +34,7 @@ PAGES = [
     st.Page(_PAGES_DIR / "cost.py", title="Cost", icon=":material/payments:"),
     st.Page(_PAGES_DIR / "guardrails.py", title="Guardrails & quality", icon=":material/shield:"),
     st.Page(_PAGES_DIR / "traces.py", title="Traces", icon=":material/account_tree:"),
+    st.Page(_PAGES_DIR / "alerts.py", title="Alerts", icon=":material/notifications:"),
 ]
 
 

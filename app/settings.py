@@ -20,7 +20,7 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     """Where the lake lives, which project data lands in by default, and the user's own
-    price, SLO and redaction policy files (``None``: the built-in ones)."""
+    price, SLO, redaction policy and alert rule files (``None``: the built-in ones)."""
 
     data_dir: Path = Path("flywheel-data")
     project: str = "default"
@@ -29,13 +29,14 @@ class Settings:
     price_file: Path | None = None
     slo_file: Path | None = None
     redaction_file: Path | None = None
+    alerts_file: Path | None = None
     dashboard_password_hash: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read ``FLYWHEEL_DATA_DIR``, ``FLYWHEEL_PROJECT``, ``FLYWHEEL_DASHBOARD_HOST``/``_PORT``,
-        ``FLYWHEEL_PRICE_FILE``, ``FLYWHEEL_SLO_FILE``, ``FLYWHEEL_REDACTION_FILE`` and
-        ``FLYWHEEL_DASHBOARD_PASSWORD_HASH``."""
+        ``FLYWHEEL_PRICE_FILE``, ``FLYWHEEL_SLO_FILE``, ``FLYWHEEL_REDACTION_FILE``,
+        ``FLYWHEEL_ALERTS_FILE`` and ``FLYWHEEL_DASHBOARD_PASSWORD_HASH``."""
         env = os.environ if environ is None else environ
         settings = cls()
         if env.get("FLYWHEEL_DATA_DIR"):
@@ -55,6 +56,8 @@ class Settings:
             settings = replace(settings, slo_file=Path(env["FLYWHEEL_SLO_FILE"]))
         if env.get("FLYWHEEL_REDACTION_FILE"):
             settings = replace(settings, redaction_file=Path(env["FLYWHEEL_REDACTION_FILE"]))
+        if env.get("FLYWHEEL_ALERTS_FILE"):
+            settings = replace(settings, alerts_file=Path(env["FLYWHEEL_ALERTS_FILE"]))
         if env.get("FLYWHEEL_DASHBOARD_PASSWORD_HASH"):
             settings = replace(
                 settings, dashboard_password_hash=env["FLYWHEEL_DASHBOARD_PASSWORD_HASH"].strip()
@@ -75,6 +78,7 @@ class Settings:
             ("FLYWHEEL_PRICE_FILE", self.price_file),
             ("FLYWHEEL_SLO_FILE / --slo-file", self.slo_file),
             ("FLYWHEEL_REDACTION_FILE", self.redaction_file),
+            ("FLYWHEEL_ALERTS_FILE / --rules", self.alerts_file),
         ):
             if path is not None and not path.is_file():
                 raise SettingsError(f"{name} {path}: no such file")

@@ -7,7 +7,7 @@ Start-up replays every write-ahead log a crashed process left behind; the lake's
 that idempotent. ``Lake.compact`` merges small segments.
 
 Reads go through ``catalog.open_catalog``: each reader process gets its own in-memory DuckDB
-whose base views (``spans``, ``feedback``, ``annotations``, ``guardrails``) glob the lake on every query, and whose derived
+whose base views (``spans``, ``feedback``, ``annotations``, ``guardrails``, ``alerts``) glob the lake on every query, and whose derived
 views (``llm_calls``, ``traces``, ``sessions``) live in ``views.sql``, written to be
 transpiled to ClickHouse. ``schema`` is the public column contract.
 
@@ -24,6 +24,7 @@ from typing import Any
 _EXPORTS = {
     "store.catalog": ("open_catalog", "query", "quote_identifier", "quote_literal", "set_prices"),
     "store.lake": (
+        "ALERTS",
         "ANNOTATIONS",
         "DEFAULT_SPECS",
         "FEEDBACK",
@@ -47,6 +48,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ALERTS",
     "ANNOTATIONS",
     "DEFAULT_SPECS",
     "FEEDBACK",

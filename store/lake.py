@@ -34,7 +34,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from store.schema import ANNOTATION_SCHEMA, FEEDBACK_SCHEMA, GUARDRAIL_SCHEMA, SPAN_SCHEMA
+from store.schema import (
+    ALERT_SCHEMA,
+    ANNOTATION_SCHEMA,
+    FEEDBACK_SCHEMA,
+    GUARDRAIL_SCHEMA,
+    SPAN_SCHEMA,
+)
 from store.wal import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -64,7 +70,8 @@ SPANS = TableSpec("spans", SPAN_SCHEMA, ("trace_id", "span_id"), "start_time")
 FEEDBACK = TableSpec("feedback", FEEDBACK_SCHEMA, ("feedback_id",), "time")
 ANNOTATIONS = TableSpec("annotations", ANNOTATION_SCHEMA, ("annotation_id",), "time")
 GUARDRAILS = TableSpec("guardrails", GUARDRAIL_SCHEMA, ("result_id",), "time")
-DEFAULT_SPECS: tuple[TableSpec, ...] = (SPANS, FEEDBACK, ANNOTATIONS, GUARDRAILS)
+ALERTS = TableSpec("alerts", ALERT_SCHEMA, ("alert_id",), "time")
+DEFAULT_SPECS: tuple[TableSpec, ...] = (SPANS, FEEDBACK, ANNOTATIONS, GUARDRAILS, ALERTS)
 
 
 @dataclass(frozen=True)

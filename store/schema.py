@@ -143,6 +143,25 @@ GUARDRAIL_ACTIONS: tuple[str, ...] = (
     "pass", "block", "mask", "warn", "retry", "fallback", "human_handoff"
 )  # fmt: skip
 
+#: Fired alerts, recorded by ``flywheel alerts check`` (analytics.alerts): which rule, when it
+#: was evaluated (``time``, the end of its window ``[window_start, time)``), its value against
+#: its threshold, and the evidence behind the value as JSON text.
+ALERT_SCHEMA = pa.schema(
+    [
+        pa.field("project", pa.string(), nullable=False),
+        pa.field("alert_id", pa.string(), nullable=False),
+        pa.field("time", TIMESTAMP, nullable=False),
+        pa.field("rule", pa.string(), nullable=False),
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("severity", pa.string(), nullable=False),
+        pa.field("value", pa.float64()),
+        pa.field("threshold", pa.float64()),
+        pa.field("direction", pa.string()),
+        pa.field("window_start", TIMESTAMP),
+        pa.field("evidence", pa.string()),
+    ]
+)
+
 #: Span kinds as stored (OTLP enum value -> name).
 SPAN_KINDS: dict[int, str] = {
     0: "UNSPECIFIED",

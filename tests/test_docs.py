@@ -56,6 +56,7 @@ def test_every_command_is_documented() -> None:
         "FLYWHEEL_PRICE_FILE",
         "FLYWHEEL_SLO_FILE",
         "FLYWHEEL_REDACTION_FILE",
+        "FLYWHEEL_ALERTS_FILE",
         "FLYWHEEL_DASHBOARD_PASSWORD_HASH",
         "FLYWHEEL_TOKENS",
         "FLYWHEEL_TOKENS_FILE",

@@ -18,6 +18,7 @@ from analytics.overview import (
 )
 from analytics.scope import Scope
 from app import components as ui
+from app.untrusted import md_escape
 
 ERROR_RATE_HELP = "Requests whose root span has status ERROR ÷ requests."
 REQUESTS_HELP = "Traces whose root span started in the time range."
@@ -142,9 +143,21 @@ def _top_models(models: pl.DataFrame, scope: Scope) -> None:
     st.plotly_chart(bars)
 
 
+def _active_alerts(scope: Scope) -> None:
+    """Firing alert rules come first: on-call opens this page."""
+    firing = [r for r in ui.active_alerts(scope) if r.fired]
+    for result in sorted(firing, key=lambda r: r.rule.severity != "page"):
+        st.error(
+            md_escape(f"Alert [{result.rule.severity}] {result.summary}")
+            + f" [Evidence →]({ui.evidence_link(scope, result)}) · [All alerts →](/alerts)",
+            icon=":material/notifications_active:",
+        )
+
+
 def render(scope: Scope) -> None:
     """Draw the Overview for a scope."""
     conn = ui.catalog()
+    _active_alerts(scope)
     summary = overview_summary(conn, scope)
     _kpi_tiles(summary)
     st.caption(

@@ -28,6 +28,7 @@ SUBCOMMANDS = (
     "sample-data",
     "demo",
     "dashboard",
+    "alerts",
 )
 
 
