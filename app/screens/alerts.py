@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import polars as pl
@@ -23,18 +24,22 @@ def _state(result: AlertResult) -> str:
 
 
 def _evidence_text(evidence: dict[str, Any]) -> str:
-    parts = []
+    """The counts behind a value, as a person reads them (the why first)."""
+    parts = [str(evidence["reason"])] if evidence.get("reason") else []
+    for s in evidence.get("spikes") or ():
+        parts.append(
+            f"{s['category'] or 'triggers'} on {s['guardrail']}: "
+            f"{ui.format_percent(s['trigger_rate'])} vs {ui.format_percent(s['baseline_rate'])}"
+        )
     for key, value in evidence.items():
-        if key == "spikes":
-            parts += [
-                f"{s['category'] or 'triggers'} on {s['guardrail']}: "
-                f"{ui.format_percent(s['trigger_rate'])} vs {ui.format_percent(s['baseline_rate'])}"
-                for s in value
-            ]
+        if key in ("reason", "spikes", "slo_file") or value is None:
+            continue
+        if key == "baseline_s":
+            parts.append(f"baseline {format_window(timedelta(seconds=float(value)))}")
         elif isinstance(value, float):
-            parts.append(f"{key} {value:.4g}")
-        elif value is not None:
-            parts.append(f"{key} {value}")
+            parts.append(f"{key.replace('_', ' ')} {value:.4g}")
+        else:
+            parts.append(f"{key.replace('_', ' ')} {value}")
     return "; ".join(parts)
 
 
@@ -108,9 +113,9 @@ def render(scope: Scope) -> None:
     firing = [r for r in results if r.fired]
     st.subheader(f"At the end of the range: {scope.end:%Y-%m-%d %H:%M} UTC", anchor=False)
     if firing:
+        names = ", ".join(r.rule.name for r in firing)
         st.error(
-            md_escape(f"{len(firing)} of {len(results)} rules firing: ")
-            + ", ".join(md_escape(r.rule.name) for r in firing),
+            md_escape(f"{len(firing)} of {len(results)} rules firing — {names}"),
             icon=":material/notifications_active:",
         )
     else:
