@@ -17,7 +17,9 @@ Modules, one per metric family: ``scope`` (scoping, routes and filter lists), ``
 (good requests against the SLOs, burn rates), ``overview`` (the Overview page), ``cost`` (the
 price table and spend), ``guardrails`` (trigger rates, latency, false-positive signals, spikes,
 read from the ``guardrails`` table ingest fills) and ``quality`` (format errors, refusals,
-truncation, empty output, content filtering).
+truncation, empty output, content filtering), ``changes`` (model version, system prompt,
+route, tool and price changes, and the metrics before and after each) and ``alerts`` (rules as
+data, evaluated over windows).
 
 This package imports ``store`` and nothing else of the project; ``app`` imports it.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from analytics.changes import change_events, change_impact
 from analytics.cost import (
     cost_by_dimension,
     cost_by_time,
@@ -98,4 +101,6 @@ METRICS: tuple[Callable[..., Any], ...] = (
     guardrail_spikes,
     guardrail_results,
     quality_rates,
+    change_events,
+    change_impact,
 )

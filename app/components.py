@@ -19,6 +19,7 @@ import duckdb
 import streamlit as st
 
 from analytics.alerts import AlertConfig, AlertResult, evaluate_alerts, load_alert_config
+from analytics.changes import ChangeEvent, change_events
 from analytics.cost import install_prices
 from analytics.scope import (
     Scope,
@@ -170,6 +171,51 @@ def evidence_link(scope: Scope, result: AlertResult) -> str:
     if result.rule.metric == "cost_per_day":
         return traces_link(scope, **window, sort="cost")
     return traces_link(scope, **window)
+
+
+@st.cache_data(ttl=timedelta(minutes=1), show_spinner=False)
+def _change_events(
+    data_dir: str, price_file: str | None, scope: Scope
+) -> list[ChangeEvent]:  # fmt: skip
+    return change_events(_open_catalog(data_dir, price_file).cursor(), scope)
+
+
+def changes(scope: Scope) -> list[ChangeEvent]:
+    """The change events in the scope's range (analytics.changes), cached for a minute."""
+    config = settings()
+    price_file = None if config.price_file is None else str(config.price_file)
+    return _change_events(str(config.data_dir), price_file, scope)
+
+
+CHANGE_COLORS = {
+    "model_version": "#9467bd",
+    "system_prompt": "#8c564b",
+    "new_route": "#7f7f7f",
+    "new_tool": "#7f7f7f",
+    "price": "#bcbd22",
+}
+
+
+def mark_changes(figure: Any, events: Sequence[ChangeEvent]) -> Any:
+    """A dashed vertical line, labelled on hover, at each change event on a time-series chart."""
+    for event in events:
+        figure.add_vline(
+            x=event.time,
+            line_dash="dash",
+            line_width=1,
+            line_color=CHANGE_COLORS.get(event.kind, "#7f7f7f"),
+        )
+        figure.add_scatter(
+            x=[event.time],
+            y=[0],
+            mode="markers",
+            marker={"symbol": "triangle-up", "size": 9, "color": CHANGE_COLORS.get(event.kind)},
+            name=event.kind.replace("_", " "),
+            hovertext=[f"{event.time:%Y-%m-%d %H:%M} UTC · {event.label}"],
+            hoverinfo="text",
+            showlegend=False,
+        )
+    return figure
 
 
 def show_empty_lake(data_dir: Path) -> None:

@@ -34,7 +34,7 @@ BUCKET = timedelta(hours=3)
 
 
 def _analytics_calls(scope: Any) -> dict[str, Callable[[Any], Any]]:
-    from analytics import cost, goodput, guardrails, latency, quality, throughput
+    from analytics import changes, cost, goodput, guardrails, latency, quality, throughput
     from analytics.slos import load_slo_config
 
     slos = load_slo_config()
@@ -77,6 +77,7 @@ def _analytics_calls(scope: Any) -> dict[str, Callable[[Any], Any]]:
         "guardrail_spikes": lambda c: guardrails.guardrail_spikes(c, scope),
         "guardrail_results": lambda c: guardrails.guardrail_results(c, scope),
         "quality_rates": lambda c: quality.quality_rates(c, scope),
+        "change_events": lambda c: changes.change_events(c, scope),
     }
 
 

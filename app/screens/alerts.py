@@ -10,6 +10,7 @@ import polars as pl
 import streamlit as st
 
 from analytics.alerts import AlertResult, format_window, read_alerts
+from analytics.changes import change_impact
 from analytics.scope import Scope
 from app import components as ui
 from app.untrusted import md_escape
@@ -106,6 +107,54 @@ def _recorded(conn: Any, scope: Scope) -> None:
     )
 
 
+def _fmt(metric: str, value: float | None) -> str:
+    if value is None:
+        return "—"
+    if "rate" in metric:
+        return ui.format_percent(value)
+    if "USD" in metric:
+        return ui.format_usd(value)
+    return ui.format_ms(value)
+
+
+def _what_changed(conn: Any, scope: Scope) -> None:
+    st.subheader("What changed", anchor=False)
+    events = ui.changes(scope)
+    if not events:
+        st.caption(
+            "No model version, system prompt, route, tool or price changed in this range "
+            "(each is marked on the time-series charts when one does)."
+        )
+        return
+    labels = [f"{e.time:%Y-%m-%d %H:%M} UTC · {e.label}" for e in events]
+    picked = st.selectbox("Change", range(len(events)), format_func=labels.__getitem__)
+    event = events[int(picked or 0)]
+    impact = change_impact(conn, scope, event)
+    rows = [
+        {
+            "metric": r["metric"],
+            "day before": f"{_fmt(r['metric'], r['before'])} "
+            f"[{_fmt(r['metric'], r['before_low'])}–{_fmt(r['metric'], r['before_high'])}]",
+            "n before": r["n_before"],
+            "day after": f"{_fmt(r['metric'], r['after'])} "
+            f"[{_fmt(r['metric'], r['after_low'])}–{_fmt(r['metric'], r['after_high'])}]",
+            "n after": r["n_after"],
+            "moved": "yes"
+            if r["after_low"] is not None
+            and r["before_high"] is not None
+            and (r["after_low"] > r["before_high"] or r["after_high"] < r["before_low"])
+            else "",
+        }
+        for r in impact.iter_rows(named=True)
+    ]
+    st.dataframe(pl.DataFrame(rows), hide_index=True)
+    st.caption(
+        "95% intervals: order statistics for p95 (distribution-free), Wilson for rates, normal "
+        "for the mean cost. “moved”: the intervals do not overlap. A model change compares the "
+        "requests that called either version; a system-prompt change, the service's requests."
+    )
+
+
 def render(scope: Scope) -> None:
     """Draw the Alerts page for a scope."""
     conn = ui.catalog()
@@ -127,6 +176,7 @@ def render(scope: Scope) -> None:
         "requests are not judged."
     )
     _recorded(conn, scope)
+    _what_changed(conn, scope)
 
 
 st.title("Alerts")

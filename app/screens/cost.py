@@ -128,6 +128,7 @@ def _over_time(conn: Any, scope: Scope) -> None:
         )
     figure.update_layout(barmode="stack")
     figure.update_yaxes(title_text="USD", tickprefix="$")
+    ui.mark_changes(figure, ui.changes(scope))
     event = st.plotly_chart(
         ui.chart_layout(figure, f"Cost per {ui.bucket_label(bucket)}, stacked by model", 380),
         key="cost_chart",

@@ -163,6 +163,7 @@ def _over_time(conn: Any, scope: Scope, table: pl.DataFrame) -> None:
             hovertemplate="%{y:.2f}% (%{customdata[0]} of %{customdata[1]})",
         )
     figure.update_yaxes(title_text="% of checks triggered", rangemode="tozero")
+    ui.mark_changes(figure, ui.changes(scope))
     event = st.plotly_chart(
         ui.chart_layout(figure, f"Trigger rate per {ui.bucket_label(bucket)}", 380),
         key="guardrail_chart",

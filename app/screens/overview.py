@@ -58,7 +58,7 @@ def _kpi_tiles(summary: OverviewSummary) -> None:
         )
 
 
-def _time_series(series: pl.DataFrame, bucket_label: str) -> None:
+def _time_series(series: pl.DataFrame, bucket_label: str, scope: Scope) -> None:
     times = series["bucket_start"].to_list()
     volume = go.Figure()
     volume.add_bar(x=times, y=series["requests"].to_list(), name="Requests")
@@ -83,9 +83,17 @@ def _time_series(series: pl.DataFrame, bucket_label: str) -> None:
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
         legend={"orientation": "h", "y": -0.2},
     )
+    events = ui.changes(scope)
     left, right = st.columns(2)
-    left.plotly_chart(volume)
-    right.plotly_chart(latency)
+    left.plotly_chart(ui.mark_changes(volume, events))
+    right.plotly_chart(ui.mark_changes(latency, events))
+    if events:
+        st.caption(
+            "▲ What changed: "
+            + "; ".join(md_escape(f"{e.time:%b %d %H:%M} {e.label}") for e in events[:5])
+            + (f"; and {len(events) - 5} more" if len(events) > 5 else "")
+            + " — [before and after →](/alerts)"
+        )
 
 
 def _top_models(models: pl.DataFrame, scope: Scope) -> None:
@@ -171,7 +179,7 @@ def render(scope: Scope) -> None:
     left.link_button("Open in Traces", ui.traces_link(scope))
     right.link_button("Failed ones in Traces", ui.traces_link(scope, status="error"))
     bucket = choose_bucket(scope.start, scope.end)
-    _time_series(requests_by_time(conn, scope, bucket), _bucket_label(bucket))
+    _time_series(requests_by_time(conn, scope, bucket), _bucket_label(bucket), scope)
     _top_models(top_models(conn, scope, limit=10), scope)
 
 

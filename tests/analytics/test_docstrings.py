@@ -9,9 +9,23 @@ from types import ModuleType
 import pytest
 
 import analytics
-from analytics import cost, goodput, guardrails, latency, overview, quality, scope, slos, throughput
+from analytics import (
+    alerts,
+    changes,
+    cost,
+    goodput,
+    guardrails,
+    latency,
+    overview,
+    quality,
+    scope,
+    slos,
+    throughput,
+)
 
-MODULES = (scope, latency, overview, cost, goodput, slos, throughput, guardrails, quality)
+MODULES = (
+    scope, latency, overview, cost, goodput, slos, throughput, guardrails, quality, changes, alerts,
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

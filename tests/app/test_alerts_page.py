@@ -68,3 +68,21 @@ def test_overview_puts_firing_alerts_first(lake: Path, monkeypatch: pytest.Monke
         "overview.py", lake, monkeypatch, range="custom", start="2026-11-16", end="2026-11-16"
     )
     assert not calm.error
+
+
+def test_what_changed_lists_the_scenario_changes_and_their_impact(
+    lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = _run("alerts.py", lake, monkeypatch, range="all")
+    [picker] = [box for box in app.selectbox if box.label == "Change"]
+    labels = list(picker.options)  # as shown
+    assert [label.split(" · ")[1] for label in labels] == [
+        "gpt-4o: gpt-4o-2024-08-06 → gpt-4o-2024-11-20",
+        "system prompt of rag-chat: cafea20f13a747cf → adf60cd49aad9692",
+    ]
+    impact = app.dataframe[-1].value
+    moved = dict(zip(impact["metric"], impact["moved"], strict=True))
+    assert moved["p95 TTFT (ms)"] == "yes"  # the new version's TTFT doubled
+    overview = _run("overview.py", lake, monkeypatch, range="all")
+    captions = [c.value.replace("\\", "") for c in overview.caption]  # markdown-escaped
+    assert any("What changed" in c and "gpt-4o-2024-11-20" in c for c in captions), captions
