@@ -108,6 +108,19 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 1 if num_rejected else 0
 
 
+def cmd_backfill_guardrails(args: argparse.Namespace) -> int:
+    """Write guardrail results for spans already in the lake."""
+    from ingest.loader import backfill_guardrails
+
+    settings = _settings(args)
+    report = backfill_guardrails(settings.data_dir)
+    print(
+        f"guardrail results: {report.num_results:,} read from {report.num_spans:,} spans in "
+        f"{report.num_segments:,} segments, {report.num_new:,} new"
+    )
+    return 0
+
+
 def cmd_compact(args: argparse.Namespace) -> int:
     """Merge small segments of each partition into one."""
     settings = _settings(args)
@@ -331,6 +344,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="compact a partition once it has this many segments",
     )
     p.set_defaults(func=cmd_compact)
+
+    p = sub.add_parser(
+        "backfill-guardrails",
+        parents=[common],
+        help="write guardrail results for spans already in the lake",
+        description="Read every span segment and write the guardrail results the guard stage "
+        "would have written (guardrail spans and events, built-in detectors) for spans "
+        "ingested before it existed. Re-running adds nothing; stored text is not redacted.",
+    )
+    p.set_defaults(func=cmd_backfill_guardrails)
 
     p = sub.add_parser(
         "sample-data",

@@ -165,7 +165,8 @@ def _active_alerts(scope: Scope) -> None:
 def render(scope: Scope) -> None:
     """Draw the Overview for a scope."""
     conn = ui.catalog()
-    _active_alerts(scope)
+    # Firing alerts go first on the page but are evaluated last, so the numbers show first.
+    alerts = st.container()
     summary = overview_summary(conn, scope)
     _kpi_tiles(summary)
     st.caption(
@@ -181,6 +182,8 @@ def render(scope: Scope) -> None:
     bucket = choose_bucket(scope.start, scope.end)
     _time_series(requests_by_time(conn, scope, bucket), _bucket_label(bucket), scope)
     _top_models(top_models(conn, scope, limit=10), scope)
+    with alerts:
+        _active_alerts(scope)
 
 
 def _bucket_label(bucket: timedelta) -> str:

@@ -29,6 +29,7 @@ SUBCOMMANDS = (
     "demo",
     "dashboard",
     "alerts",
+    "backfill-guardrails",
 )
 
 

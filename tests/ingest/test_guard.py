@@ -12,10 +12,11 @@ import pyarrow as pa
 import pytest
 
 from ingest.guard import Guard
-from ingest.loader import ingest_paths
+from ingest.loader import backfill_guardrails, ingest_paths
 from ingest.receiver_decode import decode_body
 from ingest.records import SpanBuilder
 from ingest.redaction import RedactionPolicy, parse_policy
+from store.lake import Lake
 from store.writer import LakeWriter
 
 T0 = 1_790_000_000_000_000_000
@@ -361,3 +362,26 @@ def test_sliced_and_chunked_batches_are_guarded_like_whole_ones() -> None:
     # rows 1..2 of a table whose chunks are slices (offsets not starting at 0)
     part = Guard(policy).apply(batch.slice(1, 2)).spans.to_pylist()
     assert part == whole[1:3]
+
+
+def test_backfill_writes_the_results_of_spans_stored_without_them(tmp_path: Path) -> None:
+    builder = SpanBuilder()
+    _span(builder, _chat("mail a@example.com", "I'm sorry, but I can't help with that."))
+    _span(
+        builder, {"gen_ai.operation.name": "apply_guardrail", "flywheel.guardrail.action": "block"}
+    )
+    _span(builder, {"gen_ai.operation.name": "execute_tool"})
+    spans = builder.table()
+    Lake(tmp_path).write("spans", spans)  # as a lake from before the guard stage holds them
+    report = backfill_guardrails(tmp_path)
+    assert (report.num_segments, report.num_spans, report.num_new) == (1, 3, 3)
+    stored = duckdb.connect().execute(
+        f"SELECT source, category, action FROM read_parquet('{tmp_path}/guardrails/*/*.parquet') "
+        "ORDER BY ALL"
+    )
+    assert stored.fetchall() == [
+        ("detector", "pii", "warn"),  # stored text is not masked after the fact: flagged only
+        ("detector", "refusal", "warn"),
+        ("span", None, "block"),
+    ]
+    assert backfill_guardrails(tmp_path).num_new == 0  # running it again adds nothing
