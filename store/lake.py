@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from store.schema import (
     ALERT_SCHEMA,
     ANNOTATION_SCHEMA,
+    EMBEDDING_SCHEMA,
     FEEDBACK_SCHEMA,
     GUARDRAIL_SCHEMA,
     SPAN_SCHEMA,
@@ -71,7 +72,15 @@ FEEDBACK = TableSpec("feedback", FEEDBACK_SCHEMA, ("feedback_id",), "time")
 ANNOTATIONS = TableSpec("annotations", ANNOTATION_SCHEMA, ("annotation_id",), "time")
 GUARDRAILS = TableSpec("guardrails", GUARDRAIL_SCHEMA, ("result_id",), "time")
 ALERTS = TableSpec("alerts", ALERT_SCHEMA, ("alert_id",), "time")
-DEFAULT_SPECS: tuple[TableSpec, ...] = (SPANS, FEEDBACK, ANNOTATIONS, GUARDRAILS, ALERTS)
+EMBEDDINGS = TableSpec("embeddings", EMBEDDING_SCHEMA, ("model", "text_hash"), "time")
+DEFAULT_SPECS: tuple[TableSpec, ...] = (
+    SPANS,
+    FEEDBACK,
+    ANNOTATIONS,
+    GUARDRAILS,
+    ALERTS,
+    EMBEDDINGS,
+)
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,18 @@ ALERT_SCHEMA = pa.schema(
     ]
 )
 
+#: Text embeddings, cached so each text is embedded once per model (analytics.embeddings):
+#: ``text_hash`` is the first 32 hex characters of sha256 of the text, ``time`` when it was
+#: embedded, ``vector`` the embedding.
+EMBEDDING_SCHEMA = pa.schema(
+    [
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("text_hash", pa.string(), nullable=False),
+        pa.field("time", TIMESTAMP, nullable=False),
+        pa.field("vector", pa.list_(pa.float32()), nullable=False),
+    ]
+)
+
 #: Span kinds as stored (OTLP enum value -> name).
 SPAN_KINDS: dict[int, str] = {
     0: "UNSPECIFIED",

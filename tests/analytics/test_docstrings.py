@@ -13,6 +13,7 @@ from analytics import (
     alerts,
     changes,
     cost,
+    embeddings,
     goodput,
     guardrails,
     latency,
@@ -25,6 +26,7 @@ from analytics import (
 
 MODULES = (
     scope, latency, overview, cost, goodput, slos, throughput, guardrails, quality, changes, alerts,
+    embeddings,
 )  # fmt: skip
 
 
