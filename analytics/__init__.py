@@ -19,7 +19,8 @@ price table and spend), ``guardrails`` (trigger rates, latency, false-positive s
 read from the ``guardrails`` table ingest fills) and ``quality`` (format errors, refusals,
 truncation, empty output, content filtering), ``changes`` (model version, system prompt,
 route, tool and price changes, and the metrics before and after each) and ``alerts`` (rules as
-data, evaluated over windows).
+data, evaluated over windows), ``embeddings`` (offline sentence embeddings, cached in the lake)
+and ``drift`` (embedding drift between two windows with Evidently's methods).
 
 This package imports ``store`` and nothing else of the project; ``app`` imports it.
 """
@@ -38,6 +39,7 @@ from analytics.cost import (
     most_expensive_traces,
     unpriced_models,
 )
+from analytics.drift import embedding_drift
 from analytics.goodput import (
     bad_requests,
     burn_rate_by_time,
@@ -103,4 +105,5 @@ METRICS: tuple[Callable[..., Any], ...] = (
     quality_rates,
     change_events,
     change_impact,
+    embedding_drift,
 )

@@ -13,6 +13,7 @@ from analytics import (
     alerts,
     changes,
     cost,
+    drift,
     embeddings,
     goodput,
     guardrails,
@@ -26,7 +27,7 @@ from analytics import (
 
 MODULES = (
     scope, latency, overview, cost, goodput, slos, throughput, guardrails, quality, changes, alerts,
-    embeddings,
+    embeddings, drift,
 )  # fmt: skip
 
 

@@ -1,0 +1,69 @@
+"""Embedding drift on the sample data: the new topic is drift, ordinary weeks and a shuffled
+split are not, and embeddings are reused."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analytics.drift import compare_embeddings, embedding_drift, sample_texts
+from analytics.embeddings import embed_texts
+from analytics.scope import Scope
+from store.catalog import open_catalog
+from tests.analytics.guardrails_lake import ingest_sample
+
+DAY0 = datetime(2026, 11, 13, tzinfo=UTC)
+
+
+def _days(first: int, last: int) -> Scope:
+    # rag-chat's user questions: where the sample's new topic (day 10) arrives
+    return Scope(
+        "default", DAY0 + timedelta(days=first), DAY0 + timedelta(days=last), services=("rag-chat",)
+    )
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ingest_sample(tmp_path_factory.mktemp("drift"))
+
+
+def test_the_new_topic_is_drift_in_its_window_only(lake: Path) -> None:
+    conn = open_catalog(lake)
+    topic = embedding_drift(conn, _days(3, 10), _days(11, 14))
+    assert topic.drift_detected, topic
+    assert topic.method == "mmd" and topic.num_reference == 1000 and topic.num_current > 900
+    assert topic.reference_self_score is not None
+    assert topic.threshold == pytest.approx(max(3 * topic.reference_self_score, 0.002))
+    ordinary = embedding_drift(conn, _days(0, 4), _days(5, 9))
+    assert not ordinary.drift_detected, ordinary
+    assert topic.score > 3 * ordinary.score
+    # the texts of the first comparison were embedded then; a second run embeds none
+    again = embedding_drift(conn, _days(3, 10), _days(11, 14))
+    assert again.num_embedded == 0 and again.score == pytest.approx(topic.score)
+
+
+def test_a_shuffled_split_of_one_window_is_not_drift(lake: Path) -> None:
+    conn = open_catalog(lake)
+    texts = sample_texts(conn, _days(11, 14), sample_size=2000)
+    vectors = embed_texts(texts, lake).vectors
+    order = np.random.default_rng(3).permutation(len(vectors))
+    half = len(order) // 2
+    score, threshold, own = compare_embeddings(vectors[order[:half]], vectors[order[half:]])
+    assert own is not None and score <= threshold
+
+
+def test_a_fixed_threshold_and_unknown_methods(lake: Path) -> None:
+    rng = np.random.default_rng(0)
+    same = rng.normal(size=(200, 8))
+    shifted = rng.normal(loc=1.0, size=(200, 8))
+    score, threshold, own = compare_embeddings(same, shifted, "distance", calibrate=False)
+    assert (
+        own is None
+        and threshold == 0.2
+        and score == pytest.approx(np.linalg.norm(shifted.mean(axis=0) - same.mean(axis=0)))
+    )
+    with pytest.raises(ValueError, match="method must be one of"):
+        compare_embeddings(same, shifted, "psi")
