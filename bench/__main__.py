@@ -1,4 +1,4 @@
-"""``python -m bench [ingest|detectors|overview|analytics|pages|receiver|phoenix|all ...]``: run benchmarks, write their results.
+"""``python -m bench [ingest|detectors|embeddings|overview|analytics|pages|receiver|phoenix|all ...]``: run benchmarks, write their results.
 
 Each benchmark module has ``NAME`` and ``run(log=...) -> (figures, details)``; this runs the
 chosen ones (default: all that exist), writes ``bench/results/<NAME>.json`` for each, prints
@@ -20,6 +20,7 @@ from bench.report import Figure, plain_table, update_readme, write_result
 BENCHMARKS: dict[str, str] = {
     "ingest": "bench.ingest_file",
     "detectors": "bench.detectors",
+    "embeddings": "bench.embeddings",
     "overview": "bench.overview_queries",
     "analytics": "bench.analytics_queries",
     "pages": "bench.page_render",
