@@ -71,10 +71,10 @@ class _Readable(Protocol):
 
 
 def _open(path: Path) -> IO[bytes]:
-    raw = path.open("rb")
+    # gzip.open owns the file it opens (a GzipFile given a fileobj leaves it open on close).
     if path.name.lower().endswith(".gz"):
-        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
-    return raw
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    return path.open("rb")
 
 
 def _read(stream: _Readable, size: int) -> bytes:

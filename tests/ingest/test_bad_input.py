@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import copy
+import gc
 import gzip
 import json
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -293,3 +295,18 @@ def test_an_error_survives_the_trip_back_from_a_decoder_process() -> None:
         error.reason,
     )
     assert str(copy_back) == "POST /v1/traces: resourceSpans[0].scopeSpans[0].spans[3]: bad id"
+
+
+def test_reading_a_gzip_file_closes_it(tmp_path: Path) -> None:
+    path = tmp_path / "one.jsonl.gz"
+    path.write_bytes(
+        gzip.compress(
+            b'{"type": "feedback", "trace_id": "' + b"ab" * 16 + b'", "kind": "copy", "time": 1}\n'
+        )
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        decoded = list(iter_file(path))
+        gc.collect()
+    assert sum(d.feedback.num_rows for d in decoded) == 1
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
