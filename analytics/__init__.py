@@ -39,7 +39,7 @@ from analytics.cost import (
     most_expensive_traces,
     unpriced_models,
 )
-from analytics.drift import embedding_drift
+from analytics.drift import drift_by_day, embedding_drift, topic_shift
 from analytics.goodput import (
     bad_requests,
     burn_rate_by_time,
@@ -106,4 +106,6 @@ METRICS: tuple[Callable[..., Any], ...] = (
     change_events,
     change_impact,
     embedding_drift,
+    drift_by_day,
+    topic_shift,
 )

@@ -20,12 +20,14 @@ is the default. ``model`` and ``ratio`` use Evidently's fixed thresholds (0.55, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Literal
 
 import duckdb
 import numpy as np
 import pandas as pd
+import polars as pl
 
 from analytics.embeddings import DEFAULT_MODEL, embed_texts
 from analytics.scope import Scope, run_scoped
@@ -36,9 +38,12 @@ __all__ = [
     "CALIBRATION",
     "DRIFT_METHODS",
     "EmbeddingDrift",
+    "TopicShift",
     "compare_embeddings",
+    "drift_by_day",
     "embedding_drift",
     "sample_texts",
+    "topic_shift",
 ]
 
 DriftField = Literal["input", "output"]
@@ -51,6 +56,7 @@ DRIFT_METHODS: dict[str, tuple[float, float | None]] = {
 }
 #: How many times the reference's own drift a window must show to count as drift.
 CALIBRATION = 3.0
+_DAY = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -177,3 +183,125 @@ def embedding_drift(
         num_embedded=ref.num_embedded + cur.num_embedded,
         model=model,
     )
+
+
+def drift_by_day(
+    conn: duckdb.DuckDBPyConnection,
+    reference: Scope,
+    current: Scope,
+    field: DriftField = "input",
+    *,
+    sample_size: int = 1000,
+    sample_per_day: int = 300,
+    seed: int = 0,
+    model: str = DEFAULT_MODEL,
+) -> pl.DataFrame:
+    """The MMD of each UTC day of ``current`` against ``reference`` (the daily drift series),
+    each with a threshold calibrated on the reference at the day's sample size.
+
+    Returns:
+        Columns ``day`` (its start), ``score``, ``threshold``, ``drift_detected``,
+        ``num_texts``; days with fewer than 20 texts are left out.
+    """
+    data_dir = data_dir_of(conn)
+    if data_dir is None:
+        raise ValueError("the catalog has no data directory to cache embeddings in")
+    ref = embed_texts(sample_texts(conn, reference, field, sample_size, seed), data_dir, model)
+    rows = []
+    day = current.start.replace(hour=0, minute=0, second=0, microsecond=0)
+    while day < current.end:
+        window = replace(current, start=max(day, current.start), end=min(day + _DAY, current.end))
+        texts = sample_texts(conn, window, field, sample_per_day, seed)
+        if len(texts) >= 20:
+            vectors = embed_texts(texts, data_dir, model).vectors
+            score = _score("mmd", ref.vectors, vectors)
+            # A day's sample is small and MMD's noise grows as samples shrink: calibrate on
+            # the reference's earliest and latest texts, as many as the day has.
+            n = min(len(texts), len(ref.vectors) // 2)
+            own = _score("mmd", ref.vectors[:n], ref.vectors[-n:])
+            threshold = max(CALIBRATION * own, DRIFT_METHODS["mmd"][1] or 0.0)
+            rows.append(
+                {"day": day, "score": score, "threshold": threshold,
+                 "drift_detected": score > threshold, "num_texts": len(texts)}
+            )  # fmt: skip
+        day += _DAY
+    return pl.DataFrame(
+        rows,
+        schema={"day": pl.Datetime("us", "UTC"), "score": pl.Float64, "threshold": pl.Float64,
+                "drift_detected": pl.Boolean, "num_texts": pl.Int64},
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TopicShift:
+    """Topic clusters of two windows' texts: per cluster its share in each window and example
+    texts (nearest its centre, from the current window when it has any), most grown first; and
+    a 2-D map (PCA) of every text, labelled by window and cluster."""
+
+    clusters: pl.DataFrame
+    points: pl.DataFrame
+
+
+def topic_shift(
+    conn: duckdb.DuckDBPyConnection,
+    reference: Scope,
+    current: Scope,
+    field: DriftField = "input",
+    *,
+    num_topics: int = 8,
+    sample_size: int = 1000,
+    seed: int = 0,
+    model: str = DEFAULT_MODEL,
+) -> TopicShift:
+    """What moved between two windows: k-means topics (scikit-learn) over both windows'
+    embedded texts, each with its share of each window, the change, and examples.
+
+    ``clusters`` columns: ``topic``, ``share_reference``, ``share_current``, ``change``
+    (current − reference share), ``num_reference``, ``num_current``, ``examples`` (3 texts).
+    ``points`` columns: ``x``, ``y`` (PCA), ``window`` (reference/current), ``topic``, ``text``.
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    data_dir = data_dir_of(conn)
+    if data_dir is None:
+        raise ValueError("the catalog has no data directory to cache embeddings in")
+    ref_texts = sample_texts(conn, reference, field, sample_size, seed)
+    cur_texts = sample_texts(conn, current, field, sample_size, seed)
+    texts = ref_texts + cur_texts
+    if len(texts) < num_topics:
+        raise ValueError(f"{len(texts)} texts are too few for {num_topics} topics")
+    vectors = embed_texts(texts, data_dir, model).vectors
+    windows = np.array(["reference"] * len(ref_texts) + ["current"] * len(cur_texts))
+    kmeans = KMeans(n_clusters=num_topics, n_init=4, random_state=seed).fit(vectors)
+    labels = kmeans.labels_
+    distances = np.linalg.norm(vectors - kmeans.cluster_centers_[labels], axis=1)
+    rows = []
+    for topic in range(num_topics):
+        members = labels == topic
+        n_ref = int((members & (windows == "reference")).sum())
+        n_cur = int((members & (windows == "current")).sum())
+        pool = (
+            np.flatnonzero(members & (windows == "current")) if n_cur else np.flatnonzero(members)
+        )
+        nearest = pool[np.argsort(distances[pool])]
+        examples: list[str] = []
+        for index in nearest:
+            if texts[index] not in examples:
+                examples.append(texts[index])
+            if len(examples) == 3:
+                break
+        share_ref = n_ref / max(len(ref_texts), 1)
+        share_cur = n_cur / max(len(cur_texts), 1)
+        rows.append(
+            {"topic": topic, "share_reference": share_ref, "share_current": share_cur,
+             "change": share_cur - share_ref, "num_reference": n_ref, "num_current": n_cur,
+             "examples": examples}
+        )  # fmt: skip
+    clusters = pl.DataFrame(rows).sort("change", descending=True)
+    xy = PCA(n_components=2, random_state=seed).fit_transform(vectors)
+    points = pl.DataFrame(
+        {"x": xy[:, 0], "y": xy[:, 1], "window": windows.tolist(), "topic": labels.tolist(),
+         "text": texts}
+    )  # fmt: skip
+    return TopicShift(clusters, points)

@@ -33,6 +33,7 @@ PAGES = [
     st.Page(_PAGES_DIR / "latency.py", title="Latency & goodput", icon=":material/speed:"),
     st.Page(_PAGES_DIR / "cost.py", title="Cost", icon=":material/payments:"),
     st.Page(_PAGES_DIR / "guardrails.py", title="Guardrails & quality", icon=":material/shield:"),
+    st.Page(_PAGES_DIR / "drift.py", title="Drift", icon=":material/trending_flat:"),
     st.Page(_PAGES_DIR / "traces.py", title="Traces", icon=":material/account_tree:"),
     st.Page(_PAGES_DIR / "alerts.py", title="Alerts", icon=":material/notifications:"),
 ]

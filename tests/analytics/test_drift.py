@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analytics.drift import compare_embeddings, embedding_drift, sample_texts
+from analytics.drift import (
+    compare_embeddings,
+    drift_by_day,
+    embedding_drift,
+    sample_texts,
+    topic_shift,
+)
 from analytics.embeddings import embed_texts
 from analytics.scope import Scope
 from store.catalog import open_catalog
@@ -67,3 +73,23 @@ def test_a_fixed_threshold_and_unknown_methods(lake: Path) -> None:
     )
     with pytest.raises(ValueError, match="method must be one of"):
         compare_embeddings(same, shifted, "psi")
+
+
+def test_the_topic_that_appeared_is_named_by_its_examples(lake: Path) -> None:
+    shift = topic_shift(open_catalog(lake), _days(3, 10), _days(11, 14))
+    grown = shift.clusters.row(0, named=True)
+    assert grown["share_reference"] < 0.01 and grown["share_current"] > 0.1
+    assert all("vector" in text.lower() for text in grown["examples"]), grown["examples"]
+    assert shift.clusters["change"].sum() == pytest.approx(0.0, abs=1e-9)
+    assert shift.points.height == grown["num_current"] + grown["num_reference"] + sum(
+        r["num_reference"] + r["num_current"] for r in shift.clusters.slice(1).iter_rows(named=True)
+    )
+
+
+def test_the_daily_series_turns_when_the_topic_grows(lake: Path) -> None:
+    series = drift_by_day(open_catalog(lake), _days(0, 7), _days(7, 14))
+    by_day = {
+        (row["day"] - DAY0).days: row["drift_detected"] for row in series.iter_rows(named=True)
+    }
+    assert [by_day[d] for d in (7, 8, 9)] == [False, False, False]
+    assert by_day[12] and by_day[13]
