@@ -25,6 +25,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from analytics.drift import embedding_drift
 from analytics.goodput import burn_rate, goodput_summary
 from analytics.guardrails import guardrail_spikes
 from analytics.overview import overview_summary
@@ -56,6 +57,7 @@ ALERT_METRICS: tuple[str, ...] = (
     "guardrail_spikes",
     "cost_per_day",
     "feedback_rate",
+    "drift_score",
 )
 SEVERITIES: tuple[str, ...] = ("page", "ticket", "info")
 _RULE_KEYS = {
@@ -315,6 +317,31 @@ def _feedback_rate(
     return _judged(rule, scope, rate / base, rate=rate, baseline_rate=base, **evidence)
 
 
+def _drift_score(
+    conn: duckdb.DuckDBPyConnection, rule: AlertRule, scope: Scope, slos: SLOConfig
+) -> AlertResult:
+    reference = replace(scope, start=scope.start - rule.baseline, end=scope.start)
+    try:
+        drift = embedding_drift(conn, reference, scope)
+    except ValueError as exc:
+        return _not_judged(rule, scope, str(exc))
+    evidence = {
+        "method": drift.method,
+        "score": drift.score,
+        "drift_threshold": drift.threshold,
+        "reference_self_score": drift.reference_self_score,
+        "num_reference": drift.num_reference,
+        "num_current": drift.num_current,
+        "baseline_s": rule.baseline.total_seconds(),
+    }
+    if drift.num_current < rule.min_requests:
+        return _not_judged(
+            rule, scope, f"{drift.num_current} texts < {rule.min_requests}", **evidence
+        )
+    # score as a multiple of its calibrated threshold: 1 is where drift begins
+    return _judged(rule, scope, drift.score / drift.threshold, **evidence)
+
+
 _EVALUATORS: dict[
     str, Callable[[duckdb.DuckDBPyConnection, AlertRule, Scope, SLOConfig], AlertResult]
 ] = {
@@ -323,6 +350,7 @@ _EVALUATORS: dict[
     "guardrail_spikes": _guardrail_spikes,
     "cost_per_day": _cost_per_day,
     "feedback_rate": _feedback_rate,
+    "drift_score": _drift_score,
 }
 
 
