@@ -146,6 +146,7 @@ def _burn_chart(conn: Any, scope: Scope, config: SLOConfig, bucket: timedelta) -
                 annotation_text=text,
                 annotation_position="top left",
             )
+    ui.mark_changes(figure, ui.changes(scope))
     st.plotly_chart(
         ui.chart_layout(
             figure, f"Error-budget burn rate, at the end of each {ui.bucket_label(bucket)}"

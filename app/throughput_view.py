@@ -188,9 +188,15 @@ def throughput_tab(conn: Any, scope: Scope) -> None:
     tokens = go.Figure()
     tokens.add_scatter(x=times, y=series["input_tokens_per_s"].to_list(), name="input tokens / s")
     tokens.add_scatter(x=times, y=series["output_tokens_per_s"].to_list(), name="output tokens / s")
+    events = ui.changes(scope)
     left, right = st.columns(2)
-    left.plotly_chart(ui.chart_layout(rates, f"Throughput per {label}"), key="rates")
-    right.plotly_chart(ui.chart_layout(tokens, f"Tokens per second, per {label}"), key="tokens")
+    left.plotly_chart(
+        ui.chart_layout(ui.mark_changes(rates, events), f"Throughput per {label}"), key="rates"
+    )
+    right.plotly_chart(
+        ui.chart_layout(ui.mark_changes(tokens, events), f"Tokens per second, per {label}"),
+        key="tokens",
+    )
     concurrency = concurrency_by_time(conn, scope, bucket)
     figure = go.Figure()
     figure.add_scatter(
@@ -205,7 +211,8 @@ def throughput_tab(conn: Any, scope: Scope) -> None:
         name="mean",
     )
     st.plotly_chart(
-        ui.chart_layout(figure, f"Model calls in flight per {label}"), key="concurrency"
+        ui.chart_layout(ui.mark_changes(figure, events), f"Model calls in flight per {label}"),
+        key="concurrency",
     )
 
 
