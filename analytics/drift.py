@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Literal
 
 import duckdb
@@ -111,6 +112,14 @@ def sample_texts(
     return texts
 
 
+def _cache_dir(conn: duckdb.DuckDBPyConnection) -> Path:
+    """Where embeddings are cached: the catalog's lake."""
+    data_dir = data_dir_of(conn)
+    if data_dir is None:
+        raise ValueError("the catalog has no data directory to cache embeddings in")
+    return data_dir
+
+
 def _score(method: str, reference: np.ndarray, current: np.ndarray) -> float:
     from evidently.legacy.metrics.data_drift import embedding_drift_methods as methods
 
@@ -157,9 +166,7 @@ def embedding_drift(
     calibrate: bool = True,
 ) -> EmbeddingDrift:
     """Compare the embedded texts of two windows (see the module docstring)."""
-    data_dir = data_dir_of(conn)
-    if data_dir is None:
-        raise ValueError("the catalog has no data directory to cache embeddings in")
+    data_dir = _cache_dir(conn)
     ref_texts = sample_texts(conn, reference, field, sample_size, seed)
     cur_texts = sample_texts(conn, current, field, sample_size, seed)
     if len(ref_texts) < 4 or len(cur_texts) < 2:
@@ -203,9 +210,7 @@ def drift_by_day(
         Columns ``day`` (its start), ``score``, ``threshold``, ``drift_detected``,
         ``num_texts``; days with fewer than 20 texts are left out.
     """
-    data_dir = data_dir_of(conn)
-    if data_dir is None:
-        raise ValueError("the catalog has no data directory to cache embeddings in")
+    data_dir = _cache_dir(conn)
     ref = embed_texts(sample_texts(conn, reference, field, sample_size, seed), data_dir, model)
     rows = []
     day = current.start.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -263,9 +268,7 @@ def topic_shift(
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
-    data_dir = data_dir_of(conn)
-    if data_dir is None:
-        raise ValueError("the catalog has no data directory to cache embeddings in")
+    data_dir = _cache_dir(conn)
     ref_texts = sample_texts(conn, reference, field, sample_size, seed)
     cur_texts = sample_texts(conn, current, field, sample_size, seed)
     texts = ref_texts + cur_texts
