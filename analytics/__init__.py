@@ -20,7 +20,8 @@ read from the ``guardrails`` table ingest fills) and ``quality`` (format errors,
 truncation, empty output, content filtering), ``changes`` (model version, system prompt,
 route, tool and price changes, and the metrics before and after each) and ``alerts`` (rules as
 data, evaluated over windows), ``embeddings`` (offline sentence embeddings, cached in the lake)
-and ``drift`` (embedding drift between two windows with Evidently's methods).
+and ``drift`` (embedding drift between two windows with Evidently's methods), ``columns``
+(the same windows column by column: lengths, tokens, latency, TTFT, language, route, model).
 
 This package imports ``store`` and nothing else of the project; ``app`` imports it.
 """
@@ -31,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from analytics.changes import change_events, change_impact
+from analytics.columns import column_drift
 from analytics.cost import (
     cost_by_dimension,
     cost_by_time,
@@ -108,4 +110,5 @@ METRICS: tuple[Callable[..., Any], ...] = (
     embedding_drift,
     drift_by_day,
     topic_shift,
+    column_drift,
 )

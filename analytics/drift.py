@@ -21,7 +21,7 @@ is the default. ``model`` and ``ratio`` use Evidently's fixed thresholds (0.55, 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -211,25 +211,34 @@ def drift_by_day(
         ``num_texts``; days with fewer than 20 texts are left out.
     """
     data_dir = _cache_dir(conn)
-    ref = embed_texts(sample_texts(conn, reference, field, sample_size, seed), data_dir, model)
-    rows = []
+    ref_texts = sample_texts(conn, reference, field, sample_size, seed)
+    days: list[tuple[datetime, list[str]]] = []
     day = current.start.replace(hour=0, minute=0, second=0, microsecond=0)
     while day < current.end:
         window = replace(current, start=max(day, current.start), end=min(day + _DAY, current.end))
         texts = sample_texts(conn, window, field, sample_per_day, seed)
         if len(texts) >= 20:
-            vectors = embed_texts(texts, data_dir, model).vectors
-            score = _score("mmd", ref.vectors, vectors)
-            # A day's sample is small and MMD's noise grows as samples shrink: calibrate on
-            # the reference's earliest and latest texts, as many as the day has.
-            n = min(len(texts), len(ref.vectors) // 2)
-            own = _score("mmd", ref.vectors[:n], ref.vectors[-n:])
-            threshold = max(CALIBRATION * own, DRIFT_METHODS["mmd"][1] or 0.0)
-            rows.append(
-                {"day": day, "score": score, "threshold": threshold,
-                 "drift_detected": score > threshold, "num_texts": len(texts)}
-            )  # fmt: skip
+            days.append((day, texts))
         day += _DAY
+    # one read of the cache (and one batch to embed) for the reference and every day
+    vectors = embed_texts(ref_texts + [t for _, texts in days for t in texts], data_dir, model)
+    ref = vectors.vectors[: len(ref_texts)]
+    rows = []
+    offset = len(ref_texts)
+    own_at: dict[int, float] = {}  # the calibration depends on the day's size only
+    for day, texts in days:
+        day_vectors = vectors.vectors[offset : offset + len(texts)]
+        offset += len(texts)
+        score = _score("mmd", ref, day_vectors)
+        # A day's sample is small and MMD's noise grows as samples shrink: calibrate on the
+        # reference's earliest and latest texts, as many as the day has.
+        n = min(len(texts), len(ref) // 2)
+        own = own_at[n] if n in own_at else own_at.setdefault(n, _score("mmd", ref[:n], ref[-n:]))
+        threshold = max(CALIBRATION * own, DRIFT_METHODS["mmd"][1] or 0.0)
+        rows.append(
+            {"day": day, "score": score, "threshold": threshold,
+             "drift_detected": score > threshold, "num_texts": len(texts)}
+        )  # fmt: skip
     return pl.DataFrame(
         rows,
         schema={"day": pl.Datetime("us", "UTC"), "score": pl.Float64, "threshold": pl.Float64,

@@ -196,8 +196,16 @@ CHANGE_COLORS = {
 }
 
 
+#: The first customdata item of a change marker: selections leave markers out by it.
+CHANGE_MARKER = "change-marker"
+
+
 def mark_changes(figure: Any, events: Sequence[ChangeEvent]) -> Any:
-    """A dashed vertical line, labelled on hover, at each change event on a time-series chart."""
+    """A dashed vertical line, labelled on hover, at each change event on a time-series chart.
+
+    The hover label is a marker point at the foot of the line; :func:`selected_points` leaves
+    those points out, so selecting on a chart selects only its data.
+    """
     for event in events:
         figure.add_vline(
             x=event.time,
@@ -213,6 +221,7 @@ def mark_changes(figure: Any, events: Sequence[ChangeEvent]) -> Any:
             name=event.kind.replace("_", " "),
             hovertext=[f"{event.time:%Y-%m-%d %H:%M} UTC · {event.label}"],
             hoverinfo="text",
+            customdata=[[CHANGE_MARKER, event.kind]],
             showlegend=False,
         )
     return figure
@@ -549,12 +558,13 @@ def chart_layout(figure: Any, title: str, height: int = 340) -> Any:
 
 
 def selected_points(event: Any) -> list[dict[str, Any]]:
-    """The points a user selected (clicked or boxed) on a chart drawn with ``on_select``."""
+    """The points a user selected (clicked or boxed) on a chart drawn with ``on_select``,
+    without the change markers (:func:`mark_changes`)."""
     try:
         points = event.selection.points
     except AttributeError:
         return []
-    return list(points or [])
+    return [p for p in points or [] if (p.get("customdata") or [None])[0] != CHANGE_MARKER]
 
 
 def drill_down(label: str, url: str, help_text: str | None = None) -> None:

@@ -60,6 +60,7 @@ def goodput_tab(conn: Any, scope: Scope, config: SLOConfig) -> None:
         annotation_position="bottom right",
     )
     figure.update_layout(barmode="stack")
+    ui.mark_changes(figure, ui.changes(scope))
     figure.update_yaxes(title_text="requests / min", secondary_y=False)
     figure.update_yaxes(title_text="good fraction", tickformat=".0%", secondary_y=True)
     event = st.plotly_chart(

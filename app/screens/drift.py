@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
+from analytics.columns import column_drift
 from analytics.drift import DRIFT_METHODS, drift_by_day, embedding_drift, topic_shift
 from analytics.scope import Scope
 from app import components as ui
@@ -17,6 +18,7 @@ from app import components as ui
 BASELINES = {"7": timedelta(days=7), "1": timedelta(days=1), "28": timedelta(days=28)}
 FIELDS = {"input": "User inputs", "output": "Model outputs"}
 SAMPLE_SIZE = 1000
+COLUMN_SAMPLE_SIZE = 5000
 
 
 def _verdict(conn: Any, reference: Scope, scope: Scope, field: str, method: str) -> None:
@@ -37,6 +39,70 @@ def _verdict(conn: Any, reference: Scope, scope: Scope, field: str, method: str)
         f"A seeded sample of up to {SAMPLE_SIZE:,} texts per window, embedded with "
         f"{result.model} (cached in the lake: {result.num_embedded:,} embedded this time)."
     )
+
+
+def _columns(conn: Any, reference: Scope, scope: Scope) -> None:
+    try:
+        drift = column_drift(conn, reference, scope, sample_size=COLUMN_SAMPLE_SIZE)
+    except ValueError as exc:
+        st.caption(f"{exc}.")
+        return
+    st.dataframe(
+        drift.columns.with_columns(
+            pl.col("drift_detected").replace_strict({True: "drift", False: "–"}, default="not tested")
+        ).select("label", "drift_detected", "reference", "current", "method", "score",
+                 "threshold", "num_reference", "num_current"),
+        hide_index=True,
+        column_config={
+            "label": "Column",
+            "drift_detected": "Drift",
+            "reference": "Before",
+            "current": "Now",
+            "method": st.column_config.TextColumn("Test (Evidently)"),
+            "score": st.column_config.NumberColumn("Score", format="%.3g"),
+            "threshold": st.column_config.NumberColumn("Threshold", format="%.3g"),
+            "num_reference": st.column_config.NumberColumn("Calls before", format="%d"),
+            "num_current": st.column_config.NumberColumn("Calls now", format="%d"),
+        },
+    )  # fmt: skip
+    st.caption(
+        f"A seeded sample of up to {COLUMN_SAMPLE_SIZE:,} model calls per window. A p-value "
+        "test is drift below its threshold, a distance at or above it. Language is "
+        "identified from the user's input (und: too short to tell)."
+    )
+    labels = dict(drift.columns.select("column", "label").iter_rows())
+    column = st.selectbox("Distribution of", list(labels), format_func=labels.__getitem__)
+    kind = drift.columns.filter(pl.col("column") == column)["kind"].item()
+    samples = drift.samples.select("window", column).drop_nulls()
+    figure = go.Figure()
+    if kind == "numerical":
+        # the long tail would squeeze both histograms into one bar: cut at the 99th percentile
+        top = samples[column].quantile(0.99) or 0
+        for window, color in (("reference", "#9ecae1"), ("current", "#d62728")):
+            values = samples.filter(pl.col("window") == window, pl.col(column) <= top)[column]
+            figure.add_histogram(
+                x=values.to_list(), name=window, histnorm="percent", opacity=0.6,
+                marker_color=color, nbinsx=40,
+            )  # fmt: skip
+        figure.update_layout(barmode="overlay", xaxis_title=labels[column] + " (to p99)")
+    else:
+        shares = (
+            samples.group_by("window", column).len()
+            .with_columns(share=pl.col("len") / pl.col("len").sum().over("window") * 100)
+        )  # fmt: skip
+        top_values = (
+            shares.group_by(column).agg(pl.col("share").max()).sort("share", descending=True)
+            .head(12)[column].to_list()
+        )  # fmt: skip
+        for window, color in (("reference", "#9ecae1"), ("current", "#d62728")):
+            part = shares.filter(pl.col("window") == window).select(column, "share")
+            share = dict(part.iter_rows())
+            figure.add_bar(
+                x=top_values, y=[share.get(v, 0.0) for v in top_values], name=window,
+                marker_color=color,
+            )  # fmt: skip
+        figure.update_layout(barmode="group", yaxis_title="% of calls")
+    st.plotly_chart(ui.chart_layout(figure, f"{labels[column]}: before and now", 320))
 
 
 def _daily(conn: Any, reference: Scope, scope: Scope, field: str) -> None:
@@ -132,6 +198,8 @@ def render(scope: Scope) -> None:
     except ValueError as exc:
         st.info(f"{exc}. Pick a range with model calls before and in it.")
         return
+    st.subheader("Columns", anchor=False)
+    _columns(conn, reference, scope)
     st.subheader("Day by day", anchor=False)
     _daily(conn, reference, scope, field)
     st.subheader("What moved", anchor=False)

@@ -251,7 +251,10 @@ def _latency_tab(conn: Any, scope: Scope, config: SLOConfig) -> None:
         series = latency_by_time(conn, scope, measure, bucket)  # type: ignore[arg-type]
         figure = _percentiles_chart(series, measure, bucket, config)
     event = st.plotly_chart(
-        figure, key="latency_chart", on_select="rerun", selection_mode=("points", "box")
+        ui.mark_changes(figure, ui.changes(scope)),
+        key="latency_chart",
+        on_select="rerun",
+        selection_mode=("points", "box"),
     )
     _selection_link(event, scope, split, "ttft" if measure == "ttft" else "duration")
 

@@ -12,6 +12,7 @@ import analytics
 from analytics import (
     alerts,
     changes,
+    columns,
     cost,
     drift,
     embeddings,
@@ -27,7 +28,7 @@ from analytics import (
 
 MODULES = (
     scope, latency, overview, cost, goodput, slos, throughput, guardrails, quality, changes, alerts,
-    embeddings, drift,
+    embeddings, drift, columns,
 )  # fmt: skip
 
 

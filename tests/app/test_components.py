@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from types import SimpleNamespace
 
+import plotly.graph_objects as go
 import pytest
 
+from analytics.changes import ChangeEvent
+from app import components as ui
 from app.components import (
     EMPTY,
     custom_window,
@@ -93,3 +97,25 @@ def test_custom_window_covers_whole_days() -> None:
     window = custom_window(date(2025, 1, 1), date(2025, 1, 2))
     assert window.start == datetime(2025, 1, 1, tzinfo=UTC)
     assert window.end == datetime(2025, 1, 3, tzinfo=UTC)
+
+
+def test_a_selection_leaves_the_change_markers_out() -> None:
+    figure = go.Figure()
+    figure.add_scatter(x=[1, 2], y=[3, 4], customdata=[["a"], ["b"]])
+    event = ChangeEvent(
+        kind="model_version",
+        subject="gpt-4o",
+        before="gpt-4o-2024-08-06",
+        after="gpt-4o-2024-11-20",
+        time=datetime(2026, 11, 22, tzinfo=UTC),
+    )
+    ui.mark_changes(figure, [event])
+    marker = figure.data[-1]
+    assert list(marker.customdata[0]) == [ui.CHANGE_MARKER, "model_version"]
+    data_point = {"x": 1, "y": 3, "customdata": ["a"]}
+    marker_point = {"x": event.time.isoformat(), "y": 0, "customdata": list(marker.customdata[0])}
+    bare_point = {"x": 2, "y": 4}
+    points = [data_point, marker_point, bare_point]
+    selection = SimpleNamespace(selection=SimpleNamespace(points=points))
+    assert ui.selected_points(selection) == [data_point, bare_point]
+    assert ui.selected_points(None) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -36,10 +37,28 @@ def test_the_new_topic_days_are_drift_and_the_topic_is_shown(
     )
     tiles = {m.label: m.value for m in app.metric}
     assert tiles["Drift"] == "yes" and tiles["Reference texts"] == "1,000"
-    topics = app.dataframe[0].value
+    columns = app.dataframe[0].value.set_index("label")
+    # system prompt v2 (day 11) makes answers shorter: the first column listed is a drifted one
+    assert columns["drift_detected"].iloc[0] == "drift"
+    assert columns.loc["Output length (characters)", "drift_detected"] == "drift"
+    assert columns.loc["Input length (characters)", "drift_detected"] == "–"
+    topics = app.dataframe[1].value
     assert "vector" in topics["examples"].iloc[0].lower()
     assert topics["change"].iloc[0] > 10  # points of share gained
-    assert len(app.get("plotly_chart")) == 2  # the daily series and the map
+    # a column's distributions, the daily series and the map
+    assert len(app.get("plotly_chart")) == 3
+    [pick] = [s for s in app.selectbox if s.label == "Distribution of"]
+    assert pick.value == "output_chars"  # drifted columns first
+    pick.set_value("model").run()
+    chart = json.loads(app.get("plotly_chart")[0].proto.spec)
+    bars = {
+        trace["name"]: dict(zip(trace["x"], trace["y"], strict=True)) for trace in chart["data"]
+    }
+    # each window's shares add up to 100; gpt-4o's old version (until day 8) is gone now, its
+    # new one (day 9 on) is in both: the reference is days 4-10
+    assert sum(bars["current"].values()) == pytest.approx(100, abs=1e-6)
+    assert bars["reference"]["gpt-4o-2024-11-20"] > 0
+    assert bars["current"]["gpt-4o-2024-08-06"] == 0
 
 
 def test_a_quiet_week_is_not_drift(lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from analytics.slos import load_slo_config
 from analytics.throughput import throughput_summary
 from app import components as ui
 from store.catalog import open_catalog
+from tests.analytics.guardrails_lake import ingest_sample
 from tests.analytics.lake import random_traces, write_lake
 
 PAGE = str(Path(__file__).resolve().parents[2] / "app" / "screens" / "latency.py")
@@ -135,3 +137,23 @@ def test_empty_lake_explains_how_to_load_data(
     app = _run(tmp_path / "nothing-here", monkeypatch)
     assert "flywheel ingest" in " ".join(info.value for info in app.info)
     assert not app.metric
+
+
+def test_the_latency_and_goodput_charts_mark_the_model_version_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the sample's gpt-4o answers come from a new version from 2026-11-22 (scenario 1)
+    lake = ingest_sample(tmp_path / "sample")
+    window = {"range": "custom", "start": "2026-11-20", "end": "2026-11-24"}
+    latency = _run(lake, monkeypatch, **window)
+    goodput = _run(lake, monkeypatch, **window, tab="Goodput")
+    marked = []
+    for chart in [*latency.get("plotly_chart"), *goodput.get("plotly_chart")]:
+        spec = json.loads(chart.proto.spec)
+        markers = [
+            t for t in spec["data"] if (t.get("customdata") or [[None]])[0][0] == ui.CHANGE_MARKER
+        ]
+        if any("gpt-4o-2024-11-20" in t["hovertext"][0] for t in markers):
+            marked.append(spec["layout"]["title"]["text"])
+    assert any(title.startswith("Request latency per") for title in marked), marked
+    assert any(title.startswith("Goodput vs throughput") for title in marked), marked
