@@ -21,7 +21,9 @@ truncation, empty output, content filtering), ``changes`` (model version, system
 route, tool and price changes, and the metrics before and after each) and ``alerts`` (rules as
 data, evaluated over windows), ``embeddings`` (offline sentence embeddings, cached in the lake)
 and ``drift`` (embedding drift between two windows with Evidently's methods), ``columns``
-(the same windows column by column: lengths, tokens, latency, TTFT, language, route, model).
+(the same windows column by column: lengths, tokens, latency, TTFT, language, route, model),
+``feedback`` (explicit feedback: rates, segments, what predicts a thumbs-down) and ``implicit``
+(regenerations, rephrases, corrections, abandonment and follow-up sentiment, from sessions).
 
 This package imports ``store`` and nothing else of the project; ``app`` imports it.
 """
@@ -42,6 +44,12 @@ from analytics.cost import (
     unpriced_models,
 )
 from analytics.drift import drift_by_day, embedding_drift, topic_shift
+from analytics.feedback import (
+    feedback_by_segment,
+    feedback_by_time,
+    feedback_summary,
+    thumbs_down_drivers,
+)
 from analytics.goodput import (
     bad_requests,
     burn_rate_by_time,
@@ -60,6 +68,7 @@ from analytics.guardrails import (
     guardrail_results,
     guardrail_spikes,
 )
+from analytics.implicit import implicit_turns
 from analytics.latency import (
     latency_by_dimension,
     latency_by_time,
@@ -111,4 +120,9 @@ METRICS: tuple[Callable[..., Any], ...] = (
     drift_by_day,
     topic_shift,
     column_drift,
+    feedback_summary,
+    feedback_by_time,
+    feedback_by_segment,
+    thumbs_down_drivers,
+    implicit_turns,
 )

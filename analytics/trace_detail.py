@@ -21,6 +21,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from analytics.implicit import ImplicitRules, same_message
 from analytics.scope import TRACE_MARGIN, Scope, run_scoped
 from analytics.traces import read_trace_rows
 
@@ -78,7 +79,7 @@ SESSION_MARGIN = timedelta(days=7)
 #: How much earlier than a trace's time hint its spans are looked for.
 HINT_SLACK = timedelta(hours=1)
 #: A turn counts as regenerated when the same message is sent again within this long after it.
-REGENERATE_WITHIN = timedelta(seconds=30)
+REGENERATE_WITHIN = ImplicitRules.regenerate_within
 
 # Far enough apart to hold any lake (and still a valid timestamp after adding margins).
 _ALL_TIME = (datetime(1970, 1, 2, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC))
@@ -449,19 +450,12 @@ ORDER BY time, feedback_id
 """
 
 
-def _same_message(first: str | None, second: str | None) -> bool:
-    """Whether two turn inputs open with the same line (a re-sent message; what follows, such
-    as retrieved context appended to the prompt, may differ)."""
-    if not first or not second:
-        return False
-    return " ".join(first.split("\n", 1)[0].split()) == " ".join(second.split("\n", 1)[0].split())
-
-
 def mark_regenerated(turns: pl.DataFrame) -> pl.DataFrame:
     """Add ``turn`` (1, 2, … by start time) and ``regenerated`` to one session's trace rows.
 
-    A turn is regenerated when the next turn opens with the same line (:func:`_same_message`)
-    and starts within :data:`REGENERATE_WITHIN` of this turn's end (start + duration).
+    A turn is regenerated when the next turn sends the same message
+    (:func:`analytics.implicit.same_message`) and starts within :data:`REGENERATE_WITHIN` of
+    this turn's end (start + duration).
     """
     turns = turns.sort("start_time", "trace_id")
     starts = turns["start_time"].to_list()
@@ -473,7 +467,7 @@ def mark_regenerated(turns: pl.DataFrame) -> pl.DataFrame:
     regenerated = [
         i + 1 < len(starts)
         and starts[i + 1] - ends[i] <= REGENERATE_WITHIN
-        and _same_message(inputs[i], inputs[i + 1])
+        and same_message(inputs[i], inputs[i + 1])
         for i in range(len(starts))
     ]
     return turns.with_columns(

@@ -16,8 +16,10 @@ from analytics import (
     cost,
     drift,
     embeddings,
+    feedback,
     goodput,
     guardrails,
+    implicit,
     latency,
     overview,
     quality,
@@ -28,7 +30,7 @@ from analytics import (
 
 MODULES = (
     scope, latency, overview, cost, goodput, slos, throughput, guardrails, quality, changes, alerts,
-    embeddings, drift, columns,
+    embeddings, drift, columns, feedback, implicit,
 )  # fmt: skip
 
 
