@@ -23,7 +23,9 @@ data, evaluated over windows), ``embeddings`` (offline sentence embeddings, cach
 and ``drift`` (embedding drift between two windows with Evidently's methods), ``columns``
 (the same windows column by column: lengths, tokens, latency, TTFT, language, route, model),
 ``feedback`` (explicit feedback: rates, segments, what predicts a thumbs-down) and ``implicit``
-(regenerations, rephrases, corrections, abandonment and follow-up sentiment, from sessions).
+(regenerations, rephrases, corrections, abandonment and follow-up sentiment, from sessions),
+``business`` (active users, retention, sessions, imported daily metrics, and their correlation
+with quality) and ``preferences`` (DPO pairs and SFT examples from feedback).
 
 This package imports ``store`` and nothing else of the project; ``app`` imports it.
 """
@@ -33,6 +35,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from analytics.business import (
+    quality_business_correlation,
+    retention_cohorts,
+    session_stats,
+    user_activity,
+)
 from analytics.changes import change_events, change_impact
 from analytics.columns import column_drift
 from analytics.cost import (
@@ -125,4 +133,8 @@ METRICS: tuple[Callable[..., Any], ...] = (
     feedback_by_segment,
     thumbs_down_drivers,
     implicit_turns,
+    user_activity,
+    retention_cohorts,
+    session_stats,
+    quality_business_correlation,
 )

@@ -352,15 +352,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         conn = open_catalog(settings.data_dir)
         install_prices(conn, settings.price_file)
-        since, until = _window(conn, args, settings.project)
-        scope = Scope(
-            project=settings.project,
-            start=since,
-            end=until,
-            services=tuple(args.service or ()),
-            models=tuple(args.model or ()),
-            routes=tuple(args.route or ()),
-        )
+        scope = scope_from_args(conn, args, settings.project)
         report = build_report(conn, scope, args.report, args.by, settings.slo_file)
     except (SLOConfigError, PriceFileError, argparse.ArgumentTypeError) as exc:
         print(f"flywheel report: {exc}", file=sys.stderr)
@@ -370,6 +362,52 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 1
     sys.stdout.write(RENDERERS[args.format](report))
     return 0
+
+
+def add_scope_arguments(p: argparse.ArgumentParser) -> None:
+    """The time window and filters every command that reads a scope of the lake takes."""
+    p.add_argument(
+        "--since",
+        default=DEFAULT_SINCE,
+        help="window start: a date/time (UTC unless it has a zone) or a span "
+        "before --until such as 90m, 24h, 7d, 2w (default 7d)",
+    )
+    p.add_argument(
+        "--until",
+        type=parse_moment,
+        help="window end, exclusive (default: just after the latest span)",
+    )
+    p.add_argument(
+        "--service", action="append", metavar="NAME", help="only this service (repeatable)"
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME",
+        help="only calls to / requests that called this model (repeatable)",
+    )
+    p.add_argument(
+        "--route",
+        action="append",
+        metavar="ROUTE",
+        help="only this route, the root span name (repeatable)",
+    )
+
+
+def scope_from_args(
+    conn: duckdb.DuckDBPyConnection, args: argparse.Namespace, project: str
+) -> Scope:
+    """The scope :func:`add_scope_arguments` describes (LookupError: the lake has no spans;
+    argparse.ArgumentTypeError: a bad window)."""
+    since, until = _window(conn, args, project)
+    return Scope(
+        project=project,
+        start=since,
+        end=until,
+        services=tuple(args.service or ()),
+        models=tuple(args.model or ()),
+        routes=tuple(args.route or ()),
+    )
 
 
 def add_report_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -391,32 +429,7 @@ def add_report_parser(subparsers: Any, common: argparse.ArgumentParser) -> argpa
         p = kinds.add_parser(
             kind, parents=[common], help=text, description=text[0].upper() + text[1:] + "."
         )
-        p.add_argument(
-            "--since",
-            default=DEFAULT_SINCE,
-            help="window start: a date/time (UTC unless it has a zone) or a span "
-            "before --until such as 90m, 24h, 7d, 2w (default 7d)",
-        )
-        p.add_argument(
-            "--until",
-            type=parse_moment,
-            help="window end, exclusive (default: just after the latest span)",
-        )
-        p.add_argument(
-            "--service", action="append", metavar="NAME", help="only this service (repeatable)"
-        )
-        p.add_argument(
-            "--model",
-            action="append",
-            metavar="NAME",
-            help="only calls to / requests that called this model (repeatable)",
-        )
-        p.add_argument(
-            "--route",
-            action="append",
-            metavar="ROUTE",
-            help="only this route, the root span name (repeatable)",
-        )
+        add_scope_arguments(p)
         p.add_argument("--by", choices=REPORTS[kind], help="one row per group")
         p.add_argument(
             "--format",

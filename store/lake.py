@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from store.schema import (
     ALERT_SCHEMA,
     ANNOTATION_SCHEMA,
+    BUSINESS_METRIC_SCHEMA,
     EMBEDDING_SCHEMA,
     FEEDBACK_SCHEMA,
     GUARDRAIL_SCHEMA,
@@ -73,6 +74,7 @@ ANNOTATIONS = TableSpec("annotations", ANNOTATION_SCHEMA, ("annotation_id",), "t
 GUARDRAILS = TableSpec("guardrails", GUARDRAIL_SCHEMA, ("result_id",), "time")
 ALERTS = TableSpec("alerts", ALERT_SCHEMA, ("alert_id",), "time")
 EMBEDDINGS = TableSpec("embeddings", EMBEDDING_SCHEMA, ("model", "text_hash"), "time")
+BUSINESS_METRICS = TableSpec("business_metrics", BUSINESS_METRIC_SCHEMA, ("metric_id",), "time")
 DEFAULT_SPECS: tuple[TableSpec, ...] = (
     SPANS,
     FEEDBACK,
@@ -80,6 +82,7 @@ DEFAULT_SPECS: tuple[TableSpec, ...] = (
     GUARDRAILS,
     ALERTS,
     EMBEDDINGS,
+    BUSINESS_METRICS,
 )
 
 

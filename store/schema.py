@@ -174,6 +174,22 @@ EMBEDDING_SCHEMA = pa.schema(
     ]
 )
 
+#: The product's own daily metrics (revenue, sign-ups, …), imported by ``flywheel
+#: import-metrics``: one row per import of a (metric, day) value; ``metric_id`` hashes all of
+#: it, so importing the same file twice adds nothing, and a corrected value (a later
+#: ``imported_at``) replaces the earlier one when read (analytics.business).
+BUSINESS_METRIC_SCHEMA = pa.schema(
+    [
+        pa.field("project", pa.string(), nullable=False),
+        pa.field("metric_id", pa.string(), nullable=False),
+        pa.field("time", TIMESTAMP, nullable=False),
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("value", pa.float64()),
+        pa.field("imported_at", TIMESTAMP, nullable=False),
+        pa.field("source", pa.string()),
+    ]
+)
+
 #: Span kinds as stored (OTLP enum value -> name).
 SPAN_KINDS: dict[int, str] = {
     0: "UNSPECIFIED",

@@ -11,6 +11,7 @@ import pytest
 import analytics
 from analytics import (
     alerts,
+    business,
     changes,
     columns,
     cost,
@@ -22,6 +23,7 @@ from analytics import (
     implicit,
     latency,
     overview,
+    preferences,
     quality,
     scope,
     slos,
@@ -30,7 +32,7 @@ from analytics import (
 
 MODULES = (
     scope, latency, overview, cost, goodput, slos, throughput, guardrails, quality, changes, alerts,
-    embeddings, drift, columns, feedback, implicit,
+    embeddings, drift, columns, feedback, implicit, business, preferences,
 )  # fmt: skip
 
 
