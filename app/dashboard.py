@@ -34,6 +34,9 @@ PAGES = [
     st.Page(_PAGES_DIR / "cost.py", title="Cost", icon=":material/payments:"),
     st.Page(_PAGES_DIR / "guardrails.py", title="Guardrails & quality", icon=":material/shield:"),
     st.Page(_PAGES_DIR / "drift.py", title="Drift", icon=":material/trending_flat:"),
+    st.Page(
+        _PAGES_DIR / "feedback.py", title="Feedback & business", icon=":material/thumbs_up_down:"
+    ),
     st.Page(_PAGES_DIR / "traces.py", title="Traces", icon=":material/account_tree:"),
     st.Page(_PAGES_DIR / "alerts.py", title="Alerts", icon=":material/notifications:"),
 ]

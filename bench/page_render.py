@@ -30,7 +30,7 @@ from bench.report import OUT_DIR, Figure, run_in_fresh_process
 NAME = "page_render"
 LAKE_NAME = "lake-1m"
 NUM_TRACES = 125_000
-PAGES = ("overview", "latency", "cost", "guardrails", "drift", "traces", "alerts")
+PAGES = ("overview", "latency", "cost", "guardrails", "drift", "feedback", "traces", "alerts")
 RUNS = 3
 TARGET_S = 3.0
 _REPO = Path(__file__).resolve().parent.parent
