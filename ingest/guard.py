@@ -1,7 +1,8 @@
-"""The guard stage between decoding and the write-ahead log: guardrail results and redaction.
+"""The guard stage between decoding and the write-ahead log: guardrail results, redaction, and
+the feedback spans carry.
 
 ``Guard.apply`` takes a batch of canonical spans and returns them redacted, with the guardrail
-results they carry (the ``guardrails`` lake table):
+results they carry (the ``guardrails`` lake table) and their feedback (``feedback``):
 
 * **Guardrail spans and events** (``ingest.guardrails``, rules in ``conventions.toml``): one
   result per evaluation.
@@ -16,6 +17,8 @@ results they carry (the ``guardrails`` lake table):
 * **Redaction** (``ingest.redaction``): every masked or hashed finding is replaced in the input
   and output text, the status message, and every value of the span's and its events' attribute
   maps, so the original never reaches the log or the lake; the detection is still recorded.
+* **Feedback** in span events and feedback spans (``ingest.span_feedback``), read from the
+  redacted spans, so a comment is masked like any attribute.
 
 Whole columns are screened with RE2 patterns in Arrow first; Python confirms and rewrites only
 the texts a screen matched, so a batch without findings costs a few vectorized passes.
@@ -43,7 +46,8 @@ from ingest.detectors import (
 )
 from ingest.guardrails import GuardrailResult, GuardrailRules, load_rules
 from ingest.redaction import RedactionPolicy, SpanRedactor
-from store.schema import ATTRIBUTE_MAP, GENERATION_OPERATIONS, GUARDRAIL_SCHEMA
+from ingest.span_feedback import span_feedback
+from store.schema import ATTRIBUTE_MAP, FEEDBACK_SCHEMA, GENERATION_OPERATIONS, GUARDRAIL_SCHEMA
 
 TRUNCATION_REASONS: tuple[str, ...] = ("length", "max_tokens", "max_output_tokens", "token_limit")
 CONTENT_FILTER_REASONS: tuple[str, ...] = (
@@ -81,10 +85,13 @@ DETECTOR_NAMES: dict[str, str] = {
 
 @dataclass
 class Guarded:
-    """A guarded batch: the spans as they may be stored, and their guardrail results."""
+    """A guarded batch: the spans as they may be stored, their guardrail results, the feedback
+    they carry, and one ``(location, reason)`` per feedback record that did not validate."""
 
     spans: pa.Table
     guardrails: pa.Table = field(default_factory=GUARDRAIL_SCHEMA.empty_table)
+    feedback: pa.Table = field(default_factory=FEEDBACK_SCHEMA.empty_table)
+    errors: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _mask_of(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -254,7 +261,8 @@ class Guard:
             findings = self._detect(spans, screened, results)
         if redact and screened is not None:
             spans = self._redact(spans, screened, findings)
-        return Guarded(spans, results.table())
+        feedback, errors = span_feedback(spans)
+        return Guarded(spans, results.table(), feedback, errors)
 
     # -- guardrail spans and events ----------------------------------------------------------
 

@@ -59,10 +59,15 @@ def ingest_paths(
                 if decoded.spans.num_rows:
                     guarded = guard.apply(decoded.spans)
                     writer.append_many(
-                        [("spans", guarded.spans), ("guardrails", guarded.guardrails)]
-                    )
+                        [("spans", guarded.spans), ("guardrails", guarded.guardrails),
+                         ("feedback", guarded.feedback)]
+                    )  # fmt: skip
                     report.num_spans += guarded.spans.num_rows
                     report.num_guardrail_results += guarded.guardrails.num_rows
+                    report.num_feedback += guarded.feedback.num_rows
+                    report.errors.extend(
+                        IngestError(str(path), where, reason) for where, reason in guarded.errors
+                    )
                 if decoded.feedback.num_rows:
                     writer.append("feedback", decoded.feedback)
                     report.num_feedback += decoded.feedback.num_rows

@@ -86,6 +86,9 @@ class DecodeOutcome:
     feedback: pa.Table | None = None
     guardrails: pa.Table | None = None
     errors: list[tuple[str, str]] = field(default_factory=list)
+    # records read but not kept whole, their span kept (feedback in a span event that does
+    # not validate): reported as an OTLP partial-success warning, not as rejected spans
+    warnings: list[tuple[str, str]] = field(default_factory=list)
     failure: tuple[int, str] | None = None  # (HTTP status 400/413, message)
     num_records: int = 0
 
@@ -109,9 +112,10 @@ class DecodeOutcome:
         return sum(table.nbytes for _, table in self.tables())
 
     def error_message(self) -> str:
-        """The first few rejections, joined, for partial_success.error_message."""
-        shown = [f"{where}: {why}" for where, why in self.errors[:MAX_ERRORS_IN_MESSAGE]]
-        more = len(self.errors) - len(shown)
+        """The first few rejections (then warnings), joined, for partial_success.error_message."""
+        problems = self.errors + self.warnings
+        shown = [f"{where}: {why}" for where, why in problems[:MAX_ERRORS_IN_MESSAGE]]
+        more = len(problems) - len(shown)
         text = "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
         return text[:MAX_MESSAGE_CHARS]
 
@@ -206,8 +210,10 @@ def decode_body(
     guarded = _guard(redaction or RedactionPolicy()).apply(decoded.spans)
     return DecodeOutcome(
         spans=guarded.spans,
+        feedback=guarded.feedback,
         guardrails=guarded.guardrails,
         errors=errors,
+        warnings=guarded.errors,
         num_records=decoded.spans.num_rows + len(errors),
     )
 

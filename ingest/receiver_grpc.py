@@ -87,6 +87,7 @@ class _Export:
         response = ExportTraceServiceResponse()
         if outcome.errors:
             ingestor.metrics.spans_rejected.labels(project, "grpc").inc(len(outcome.errors))
+        if outcome.errors or outcome.warnings:
             response.partial_success.rejected_spans = len(outcome.errors)
             response.partial_success.error_message = outcome.error_message()
         return bytes(response.SerializeToString())

@@ -65,12 +65,12 @@ def traces_response(encoding: Encoding, outcome: DecodeOutcome) -> Response:
     """200 with an ``ExportTraceServiceResponse``; ``partial_success`` set when spans were rejected."""
     if encoding == "protobuf":
         message = ExportTraceServiceResponse()
-        if outcome.errors:
+        if outcome.errors or outcome.warnings:
             message.partial_success.rejected_spans = len(outcome.errors)
             message.partial_success.error_message = outcome.error_message()
         return Response(message.SerializeToString(), 200, media_type=PROTOBUF)
     document: dict[str, Any] = {}
-    if outcome.errors:
+    if outcome.errors or outcome.warnings:
         document["partialSuccess"] = {
             "rejectedSpans": str(len(outcome.errors)),  # int64 is a string in proto3 JSON
             "errorMessage": outcome.error_message(),
