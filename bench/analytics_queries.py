@@ -1,11 +1,12 @@
-"""Latency, goodput and cost analytics and the trace explorer on the 10M-span lake.
+"""Latency, goodput, cost, guardrail, feedback and business analytics and the trace explorer on
+the 10M-span lake.
 
 The lake is the Overview benchmark's (:func:`bench.overview_queries.ensure_lake`: 10M spans over
 30 days, built once). In a fresh process with DuckDB's default threads, each function runs as
 its page calls it, over the "Last 7 days" preset (about 2.3M spans) and then over all 30 days
-(all 10M spans): every function in
-``analytics.METRICS`` that the Latency & goodput and Cost pages use (3-hour buckets, grouped by
-model where a page groups), and the Traces page's queries: the newest page of 50 requests with
+(all 10M spans): the ``analytics.METRICS`` functions the Latency & goodput, Cost, Guardrails and
+Feedback & business pages use (3-hour buckets, grouped by model where a page groups; the
+synthetic lake has users and sessions but no feedback), and the Traces page's queries: the newest page of 50 requests with
 and without filters, its total count, a random sample, and opening one trace with its start time
 as the page's links give it. One warm-up run, then the median of up to 5 (``_time``).
 
@@ -34,7 +35,18 @@ BUCKET = timedelta(hours=3)
 
 
 def _analytics_calls(scope: Any) -> dict[str, Callable[[Any], Any]]:
-    from analytics import changes, cost, goodput, guardrails, latency, quality, throughput
+    from analytics import (
+        business,
+        changes,
+        cost,
+        feedback,
+        goodput,
+        guardrails,
+        implicit,
+        latency,
+        quality,
+        throughput,
+    )
     from analytics.slos import load_slo_config
 
     slos = load_slo_config()
@@ -78,6 +90,16 @@ def _analytics_calls(scope: Any) -> dict[str, Callable[[Any], Any]]:
         "guardrail_results": lambda c: guardrails.guardrail_results(c, scope),
         "quality_rates": lambda c: quality.quality_rates(c, scope),
         "change_events": lambda c: changes.change_events(c, scope),
+        "feedback_summary": lambda c: feedback.feedback_summary(c, scope),
+        "feedback_by_time": lambda c: feedback.feedback_by_time(c, scope, BUCKET),
+        "feedback_by_segment (model)": lambda c: feedback.feedback_by_segment(c, scope, "model"),
+        "implicit_turns (2,000 sessions, no embeddings)": lambda c: implicit.implicit_turns(
+            c, scope, embed=False
+        ),
+        "user_activity": lambda c: business.user_activity(c, scope),
+        "retention_cohorts": lambda c: business.retention_cohorts(c, scope),
+        "session_stats": lambda c: business.session_stats(c, scope),
+        "quality_business_correlation": lambda c: business.quality_business_correlation(c, scope),
     }
 
 
@@ -145,7 +167,7 @@ def run(out_dir: Path = OUT_DIR, log: Callable[[str], None] = print) -> tuple[li
     for window, label in (("7d", "last 7 days"), ("all", "all 30 days")):
         timings = result["windows"][window]
         for group, target, title in (
-            ("analytics", ANALYTICS_TARGET_S, "Latency/goodput/cost"),
+            ("analytics", ANALYTICS_TARGET_S, "Analytics functions"),
             ("explorer", EXPLORER_TARGET_S, "Trace explorer"),
         ):
             for name, timing in timings[group].items():

@@ -32,7 +32,6 @@ from store.schema import FEEDBACK_KINDS, FEEDBACK_SCHEMA
 __all__ = ["FeedbackRules", "load_feedback_rules", "parse_feedback_rules", "span_feedback"]
 
 CONVENTIONS_TOML = "conventions.toml"
-_ENTRIES = pa.list_(pa.struct([("key", pa.string()), ("value", pa.string())]))
 
 
 @dataclass(frozen=True)
@@ -96,14 +95,15 @@ def _candidate_rows(spans: pa.Table, rules: FeedbackRules) -> np.ndarray:
             if pc.any(hits).as_py():
                 parents = pc.list_parent_indices(events).to_numpy()
                 rows.append(parents[hits.to_numpy(zero_copy_only=False)] + offset)
-        # a map as a list of entries: flattening and parent indices respect slicing
-        entries = attributes.cast(_ENTRIES)
-        keys = pc.struct_field(pc.list_flatten(entries), "key")
-        if len(keys):
+        # the map's keys without copying it: the child keys array (of the whole buffer when
+        # the chunk is a slice) and the chunk's offsets into it
+        if len(attributes):
+            offsets = attributes.offsets.to_numpy()
+            keys = attributes.keys.slice(offsets[0], offsets[-1] - offsets[0])
             hits = pc.is_in(keys, value_set=kind_keys)
             if pc.any(hits).as_py():
-                parents = pc.list_parent_indices(entries).to_numpy()
-                rows.append(parents[hits.to_numpy(zero_copy_only=False)] + offset)
+                found = np.flatnonzero(hits.to_numpy(zero_copy_only=False)) + offsets[0]
+                rows.append(np.searchsorted(offsets, found, side="right") - 1 + offset)
         offset += len(events)
     return np.unique(np.concatenate(rows)) if rows else np.empty(0, dtype=np.int64)
 
