@@ -249,7 +249,7 @@ def daily_quality(conn: duckdb.DuckDBPyConnection, scope: Scope) -> pl.DataFrame
     feedback = feedback_by_time(conn, scope, _DAY).select(
         pl.col("bucket_start").dt.date().alias("day"), "thumbs_down_rate"
     )
-    turns = implicit_turns(conn, scope, embed=False)
+    turns = implicit_turns(conn, scope, embed=False, sentiment=False)
     regenerations = (
         turns.group_by(pl.col("start_time").dt.date().alias("day")).agg(
             pl.col("regenerated").mean().alias("regeneration_rate")

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from analytics.embeddings import DEFAULT_MODEL, embed_texts
+from analytics.embeddings import DEFAULT_MODEL, Progress, embed_texts
 from analytics.scope import Scope, run_scoped
 from store.catalog import data_dir_of
 from store.schema import GENERATION_OPERATIONS
@@ -163,9 +163,11 @@ def embedding_drift(
     sample_size: int = 1000,
     seed: int = 0,
     model: str = DEFAULT_MODEL,
+    progress: Progress | None = None,
     calibrate: bool = True,
 ) -> EmbeddingDrift:
-    """Compare the embedded texts of two windows (see the module docstring)."""
+    """Compare the embedded texts of two windows (see the module docstring); ``progress(done,
+    total)`` follows the texts that have to be embedded."""
     data_dir = _cache_dir(conn)
     ref_texts = sample_texts(conn, reference, field, sample_size, seed)
     cur_texts = sample_texts(conn, current, field, sample_size, seed)
@@ -173,8 +175,8 @@ def embedding_drift(
         raise ValueError(
             f"too few texts to compare: {len(ref_texts)} in the reference, {len(cur_texts)} now"
         )
-    ref = embed_texts(ref_texts, data_dir, model)
-    cur = embed_texts(cur_texts, data_dir, model)
+    ref = embed_texts(ref_texts, data_dir, model, progress=progress)
+    cur = embed_texts(cur_texts, data_dir, model, progress=progress)
     score, threshold, own = compare_embeddings(
         ref.vectors, cur.vectors, method, calibrate=calibrate
     )
@@ -202,6 +204,7 @@ def drift_by_day(
     sample_per_day: int = 300,
     seed: int = 0,
     model: str = DEFAULT_MODEL,
+    progress: Progress | None = None,
 ) -> pl.DataFrame:
     """The MMD of each UTC day of ``current`` against ``reference`` (the daily drift series),
     each with a threshold calibrated on the reference at the day's sample size.
@@ -221,7 +224,9 @@ def drift_by_day(
             days.append((day, texts))
         day += _DAY
     # one read of the cache (and one batch to embed) for the reference and every day
-    vectors = embed_texts(ref_texts + [t for _, texts in days for t in texts], data_dir, model)
+    vectors = embed_texts(
+        ref_texts + [t for _, texts in days for t in texts], data_dir, model, progress=progress
+    )
     ref = vectors.vectors[: len(ref_texts)]
     rows = []
     offset = len(ref_texts)
@@ -266,6 +271,7 @@ def topic_shift(
     sample_size: int = 1000,
     seed: int = 0,
     model: str = DEFAULT_MODEL,
+    progress: Progress | None = None,
 ) -> TopicShift:
     """What moved between two windows: k-means topics (scikit-learn) over both windows'
     embedded texts, each with its share of each window, the change, and examples.
@@ -283,7 +289,7 @@ def topic_shift(
     texts = ref_texts + cur_texts
     if len(texts) < num_topics:
         raise ValueError(f"{len(texts)} texts are too few for {num_topics} topics")
-    vectors = embed_texts(texts, data_dir, model).vectors
+    vectors = embed_texts(texts, data_dir, model, progress=progress).vectors
     windows = np.array(["reference"] * len(ref_texts) + ["current"] * len(cur_texts))
     kmeans = KMeans(n_clusters=num_topics, n_init=4, random_state=seed).fit(vectors)
     labels = kmeans.labels_

@@ -25,9 +25,11 @@ import pyarrow as pa
 from store.lake import EMBEDDINGS, Lake
 from store.schema import EMBEDDING_SCHEMA
 
-__all__ = ["DEFAULT_MODEL", "Embedded", "embed_texts", "load_model", "text_hash"]
+__all__ = ["DEFAULT_MODEL", "Embedded", "Progress", "embed_texts", "load_model", "text_hash"]
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+#: ``progress(done, total)``: called as a long embedding job goes (texts embedded, to embed).
+Progress = Callable[[int, int], None]
 BATCH_SIZE = 64
 
 
@@ -85,7 +87,7 @@ def embed_texts(
     data_dir: Path | str,
     model: str = DEFAULT_MODEL,
     *,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> Embedded:
     """Embeddings of ``texts`` (one row each), reading and filling the lake's cache.
 

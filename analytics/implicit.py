@@ -22,7 +22,8 @@ judged against the turn after it (its *follow-up*) by these rules, every thresho
 * **follow-up sentiment** — VADER's compound score (-1 to 1) of the follow-up; negative at or
   below ``negative_sentiment``.
 
-Conversation length is the number of turns of each session. Embeddings (for rephrase and
+Every rule reads a message's first line (what follows may be context the app appended, such as
+retrieved documents). Conversation length is the number of turns of each session. Embeddings (for rephrase and
 correction) come from :mod:`analytics.embeddings` and are cached in the lake; without them
 (``embed=False``) only the lexicon finds corrections and nothing is a rephrase.
 """
@@ -40,7 +41,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from analytics.embeddings import DEFAULT_MODEL, embed_texts
+from analytics.embeddings import DEFAULT_MODEL, Progress, embed_texts
 from analytics.scope import Scope, run_scoped
 from store.catalog import data_dir_of
 from store.schema import GENERATION_OPERATIONS
@@ -128,9 +129,14 @@ def same_message(first: str | None, second: str | None, near_identical: float = 
     if a == b:
         return True
     # a typo apart, but never a different number (an id, an amount: another question)
+    if _NUMBERS.findall(a) != _NUMBERS.findall(b):
+        return False
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    # the cheap upper bounds first: most pairs are told apart without the full comparison
     return (
-        _NUMBERS.findall(a) == _NUMBERS.findall(b)
-        and difflib.SequenceMatcher(None, a, b).ratio() >= near_identical
+        matcher.real_quick_ratio() >= near_identical
+        and matcher.quick_ratio() >= near_identical
+        and matcher.ratio() >= near_identical
     )
 
 
@@ -147,6 +153,10 @@ WITH sampled AS (
     FROM (SELECT DISTINCT session_id FROM scoped_traces WHERE session_id IS NOT NULL)
     ORDER BY hash(session_id, $seed), session_id
     LIMIT $max_sessions
+), turn_traces AS (
+    SELECT trace_id
+    FROM scoped_traces
+    WHERE session_id IN (SELECT session_id FROM sampled)
 ), answers AS (
     SELECT
         trace_id,
@@ -158,13 +168,16 @@ WITH sampled AS (
             end_time
         ) AS a
     FROM scoped_spans
+    -- only the sampled sessions' calls: their texts are all this reads
     WHERE list_contains($generation, operation)
+        AND trace_id IN (SELECT trace_id FROM turn_traces)
     GROUP BY trace_id
 ), positive AS (
     SELECT DISTINCT trace_id
     FROM scoped_trace_feedback
-    WHERE (kind = 'thumbs' AND value > 0) OR (kind = 'rating' AND value >= 4)
-        OR kind IN ('copy', 'share')
+    WHERE trace_id IN (SELECT trace_id FROM turn_traces)
+        AND ((kind = 'thumbs' AND value > 0) OR (kind = 'rating' AND value >= 4)
+        OR kind IN ('copy', 'share'))
 )
 SELECT
     t.trace_id,
@@ -180,7 +193,6 @@ SELECT
     t.trace_id IN (SELECT trace_id FROM positive) AS positive
 FROM scoped_traces AS t
 JOIN answers AS a USING (trace_id)
-WHERE t.session_id IN (SELECT session_id FROM sampled)
 ORDER BY t.session_id, t.start_time, t.trace_id
 """
 
@@ -209,6 +221,8 @@ def implicit_turns(
     model: str = DEFAULT_MODEL,
     max_sessions: int = 2000,
     seed: int = 0,
+    progress: Progress | None = None,
+    sentiment: bool = True,
 ) -> pl.DataFrame:
     """Every turn in scope of up to ``max_sessions`` sessions (a uniform sample by a
     ``seed``-ed hash of the session id, so rates of a large window cost a bounded number of
@@ -220,7 +234,8 @@ def implicit_turns(
         ``input_text``, ``next_input``, ``next_trace_id``, ``gap_s`` (seconds from the answer's
         end to the follow-up), ``similarity`` (input to follow-up, when embedded),
         ``regenerated``, ``rephrased``, ``corrected``, ``abandoned`` (null: undetermined),
-        ``followup_sentiment`` (null without a follow-up) and ``negative_followup``.
+        ``followup_sentiment`` (null without a follow-up, or with ``sentiment=False``, which
+        skips VADER: a third of the time on long windows) and ``negative_followup``.
     """
     params = {"generation": list(GENERATION_OPERATIONS), "max_sessions": max_sessions, "seed": seed}
     table = run_scoped(conn, scope, TURNS_SQL, params)
@@ -248,7 +263,12 @@ def implicit_turns(
     follow = turns["next_input"].to_list()
     gaps = turns["gap_s"].to_list()
     n = turns.height
-    same = [same_message(a, b, rules.near_identical) for a, b in zip(inputs, follow, strict=True)]
+    # only a follow-up soon enough to be a regeneration or a rephrase needs comparing
+    soon = max(rules.regenerate_within, rules.rephrase_within).total_seconds()
+    same = [
+        gap is not None and gap <= soon and same_message(a, b, rules.near_identical)
+        for a, b, gap in zip(inputs, follow, gaps, strict=True)
+    ]
     similarity: list[float | None] = [None] * n
     example_similarity: list[float] = [0.0] * n
     pairs = [i for i in range(n) if inputs[i] and follow[i]]
@@ -256,7 +276,9 @@ def implicit_turns(
     if embed and pairs and data_dir is not None:
         firsts = [inputs[i].split("\n", 1)[0] for i in pairs]
         seconds = [follow[i].split("\n", 1)[0] for i in pairs]
-        vectors = embed_texts(firsts + seconds + list(CORRECTION_EXAMPLES), data_dir, model).vectors
+        vectors = embed_texts(
+            firsts + seconds + list(CORRECTION_EXAMPLES), data_dir, model, progress=progress
+        ).vectors
         a, b = vectors[: len(pairs)], vectors[len(pairs) : 2 * len(pairs)]
         examples = vectors[2 * len(pairs) :]
         cos = _cosine(a, b)
@@ -266,9 +288,12 @@ def implicit_turns(
         for j, i in enumerate(pairs):
             similarity[i] = float(cos[j])
             example_similarity[i] = float(nearest[j])
-    analyzer = _sentiment()
-    sentiment = [
-        None if text is None else float(analyzer.polarity_scores(text)["compound"])
+    analyzer = _sentiment() if sentiment else None
+    scores = [
+        None
+        if text is None or analyzer is None
+        # the message's first line (what follows may be context the app appended), capped
+        else float(analyzer.polarity_scores(text.split("\n", 1)[0][:500])["compound"])
         for text in follow
     ]
     ends = turns["end_time"].to_list()
@@ -289,7 +314,7 @@ def implicit_turns(
             and gap <= rules.rephrase_within.total_seconds()
         )  # fmt: skip
         pushes_back = bool(follow[i]) and (
-            CORRECTION_PATTERN.search(follow[i]) is not None
+            CORRECTION_PATTERN.search(follow[i].split("\n", 1)[0]) is not None
             or example_similarity[i] >= rules.correction_similarity
         )
         corrected.append(
@@ -310,10 +335,13 @@ def implicit_turns(
         pl.Series("rephrased", rephrased, dtype=pl.Boolean),
         pl.Series("corrected", corrected, dtype=pl.Boolean),
         pl.Series("abandoned", abandoned, dtype=pl.Boolean),
-        pl.Series("followup_sentiment", sentiment, dtype=pl.Float64),
+        pl.Series("followup_sentiment", scores, dtype=pl.Float64),
         pl.Series(
             "negative_followup",
-            [s is not None and s <= rules.negative_sentiment for s in sentiment],
+            [
+                None if analyzer is None else s is not None and s <= rules.negative_sentiment
+                for s in scores
+            ],
             dtype=pl.Boolean,
         ),
     )

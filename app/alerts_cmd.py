@@ -13,7 +13,6 @@ import json
 import sys
 import urllib.error
 import urllib.request
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -102,21 +101,11 @@ def _table(results: list[AlertResult]) -> str:
     )
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env()
-    overrides = {
-        "data_dir": Path(args.data_dir) if args.data_dir else None,
-        "project": args.project,
-        "alerts_file": Path(args.rules) if args.rules else None,
-    }
-    return replace(settings, **{k: v for k, v in overrides.items() if v}).validated()
-
-
 def cmd_alerts_check(args: argparse.Namespace) -> int:
     """Run ``flywheel alerts check``; see the module docstring for exit codes."""
     from analytics.alerts import record_alerts
 
-    settings = _settings(args)
+    settings = Settings.from_args(args, alerts_file=Path(args.rules) if args.rules else None)
     try:
         config = load_alert_config(settings.alerts_file)
         slos = load_slo_config(settings.slo_file)

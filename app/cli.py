@@ -8,7 +8,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -25,15 +24,6 @@ from store.writer import LakeWriter
 
 SAMPLE_FILES = ("traces.pb.gz", "feedback.jsonl.gz")
 MAX_ERRORS_SHOWN = 5
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env()
-    if getattr(args, "data_dir", None):
-        settings = replace(settings, data_dir=Path(args.data_dir))
-    if getattr(args, "project", None):
-        settings = replace(settings, project=args.project)
-    return settings.validated()
 
 
 def _guard(settings: Settings) -> Guard:
@@ -80,7 +70,7 @@ def keep_query_work(settings: Settings) -> None:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Decode files into the lake; exit 1 when any record was rejected (valid ones still land)."""
-    settings = _settings(args)
+    settings = Settings.from_args(args)
     try:
         guard = _guard(settings)
     except PolicyError as exc:
@@ -113,7 +103,7 @@ def cmd_backfill_guardrails(args: argparse.Namespace) -> int:
     """Write guardrail results for spans already in the lake."""
     from ingest.loader import backfill_guardrails
 
-    settings = _settings(args)
+    settings = Settings.from_args(args)
     report = backfill_guardrails(settings.data_dir)
     print(
         f"guardrail results: {report.num_results:,} read from {report.num_spans:,} spans in "
@@ -124,7 +114,7 @@ def cmd_backfill_guardrails(args: argparse.Namespace) -> int:
 
 def cmd_compact(args: argparse.Namespace) -> int:
     """Merge small segments of each partition into one."""
-    settings = _settings(args)
+    settings = Settings.from_args(args)
     lake = Lake(settings.data_dir)
     for table in args.tables:
         result = lake.compact(table, min_segments=args.min_segments)
@@ -205,7 +195,7 @@ def _run_dashboard(settings: Settings, host: str, port: int) -> int:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """Serve the Streamlit dashboard over the lake."""
-    settings = _settings(args)
+    settings = Settings.from_args(args)
     return _run_dashboard(
         settings, args.host or settings.dashboard_host, args.port or settings.dashboard_port
     )
@@ -213,7 +203,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Load the sample data once, then serve the dashboard on it."""
-    settings = _settings(args)
+    settings = Settings.from_args(args)
     if load_sample_data(settings):
         print(f"loaded the sample data into {settings.data_dir}")
     else:
@@ -229,7 +219,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the OTLP receiver (HTTP and gRPC) until SIGTERM/SIGINT."""
     from ingest.receiver import ConfigError, Limits, read_tokens, serve
 
-    settings = _settings(args)
+    settings = Settings.from_args(args)
     try:
         limits = Limits.from_env()
         tokens = read_tokens()

@@ -8,7 +8,7 @@ from here and hand both to ``analytics`` functions.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -225,6 +225,24 @@ def mark_changes(figure: Any, events: Sequence[ChangeEvent]) -> Any:
             showlegend=False,
         )
     return figure
+
+
+def embedding_progress(what: str = "texts") -> Callable[[int, int], None]:
+    """A progress bar for an embedding job (``analytics.embeddings.Progress``): it appears with
+    the first batch that has to be embedded and goes when the job is done."""
+    bar: Any = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        text = f"Embedding {done:,} of {total:,} {what} (once: they are cached in the lake)…"
+        if bar is None:
+            bar = st.progress(0.0, text=text)
+        bar.progress(min(done / max(total, 1), 1.0), text=text)
+        if done >= total:
+            bar.empty()
+            bar = None
+
+    return update
 
 
 def show_empty_lake(data_dir: Path) -> None:

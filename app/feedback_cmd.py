@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +15,12 @@ from app.settings import Settings
 MAX_ERRORS_SHOWN = 5
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env()
-    if args.data_dir:
-        settings = replace(settings, data_dir=Path(args.data_dir))
-    if args.project:
-        settings = replace(settings, project=args.project)
-    return settings.validated()
-
-
 def cmd_import_metrics(args: argparse.Namespace) -> int:
     """Import daily metric files; 1 when any row was rejected, 2 when a file cannot be read."""
     from ingest.business import read_business_metrics
     from store.lake import BUSINESS_METRICS, Lake
 
-    settings = _settings(args)
+    settings = Settings.from_args(args)
     lake = Lake(settings.data_dir)
     status = 0
     for path in args.paths:
@@ -70,7 +60,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from analytics.preferences import preference_pairs, sft_examples
     from store.catalog import open_catalog
 
-    settings = _settings(args)
+    settings = Settings.from_args(args)
     conn = open_catalog(settings.data_dir)
     install_prices(conn, settings.price_file)
     try:

@@ -17,7 +17,7 @@ import math
 import re
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -335,20 +335,13 @@ RENDERERS: dict[str, Callable[[Report], str]] = {
 # --------------------------------------------------------------------------- command
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env()
-    overrides = {
-        "data_dir": Path(args.data_dir) if args.data_dir else None,
-        "project": args.project,
-        "slo_file": Path(args.slo_file) if getattr(args, "slo_file", None) else None,
-        "price_file": Path(args.price_file) if args.price_file else None,
-    }
-    return replace(settings, **{k: v for k, v in overrides.items() if v}).validated()
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     """Run ``flywheel report <kind>``: print the report; 1 when the lake has no spans."""
-    settings = _settings(args)
+    settings = Settings.from_args(
+        args,
+        slo_file=Path(args.slo_file) if getattr(args, "slo_file", None) else None,
+        price_file=Path(args.price_file) if args.price_file else None,
+    )
     try:
         conn = open_catalog(settings.data_dir)
         install_prices(conn, settings.price_file)

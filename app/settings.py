@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from app.passwords import PasswordHashError, parse_hash
 
@@ -63,6 +64,20 @@ class Settings:
                 settings, dashboard_password_hash=env["FLYWHEEL_DASHBOARD_PASSWORD_HASH"].strip()
             )
         return settings.validated()
+
+    @classmethod
+    def from_args(cls, args: Any, **options: Path | str | None) -> Settings:
+        """The environment's settings (:meth:`from_env`) with a command's ``--data-dir`` and
+        ``--project`` over them, and each of ``options`` that is set (``slo_file=…``),
+        validated."""
+        data_dir = getattr(args, "data_dir", None)
+        values = {
+            "data_dir": Path(data_dir) if data_dir else None,
+            "project": getattr(args, "project", None),
+            **options,
+        }
+        settings = cls.from_env()
+        return replace(settings, **{k: v for k, v in values.items() if v}).validated()
 
     def validated(self) -> Settings:
         """Check every field; raise SettingsError naming the bad one."""

@@ -22,7 +22,15 @@ COLUMN_SAMPLE_SIZE = 5000
 
 
 def _verdict(conn: Any, reference: Scope, scope: Scope, field: str, method: str) -> None:
-    result = embedding_drift(conn, reference, scope, field, method, sample_size=SAMPLE_SIZE)  # type: ignore[arg-type]
+    result = embedding_drift(
+        conn,
+        reference,
+        scope,
+        field,
+        method,
+        sample_size=SAMPLE_SIZE,  # type: ignore[arg-type]
+        progress=ui.embedding_progress(),
+    )
     row = st.columns(5)
     row[0].metric("Drift", "yes" if result.drift_detected else "no")
     row[1].metric("Score", f"{result.score:.4g}", help=f"Evidently's {method} method.")
@@ -106,7 +114,7 @@ def _columns(conn: Any, reference: Scope, scope: Scope) -> None:
 
 
 def _daily(conn: Any, reference: Scope, scope: Scope, field: str) -> None:
-    series = drift_by_day(conn, reference, scope, field)  # type: ignore[arg-type]
+    series = drift_by_day(conn, reference, scope, field, progress=ui.embedding_progress())  # type: ignore[arg-type]
     if series.is_empty():
         st.caption("No day in this range has 20 texts to compare.")
         return
@@ -130,7 +138,14 @@ def _daily(conn: Any, reference: Scope, scope: Scope, field: str) -> None:
 
 
 def _topics(conn: Any, reference: Scope, scope: Scope, field: str) -> None:
-    shift = topic_shift(conn, reference, scope, field, sample_size=SAMPLE_SIZE)  # type: ignore[arg-type]
+    shift = topic_shift(
+        conn,
+        reference,
+        scope,
+        field,
+        sample_size=SAMPLE_SIZE,  # type: ignore[arg-type]
+        progress=ui.embedding_progress(),
+    )
     left, right = st.columns([3, 2])
     with left:
         shown = shift.clusters.with_columns(

@@ -38,8 +38,13 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_new_topic_is_drift_in_its_window_only(lake: Path) -> None:
     conn = open_catalog(lake)
-    topic = embedding_drift(conn, _days(3, 10), _days(11, 14))
+    steps: list[tuple[int, int]] = []
+    topic = embedding_drift(
+        conn, _days(3, 10), _days(11, 14), progress=lambda d, t: steps.append((d, t))
+    )
     assert topic.drift_detected, topic
+    # progress follows the texts embedded, batch by batch, to the end of each window's job
+    assert steps and all(0 < d <= t for d, t in steps) and steps[-1][0] == steps[-1][1]
     assert topic.method == "mmd" and topic.num_reference == 1000 and topic.num_current > 900
     assert topic.reference_self_score is not None
     assert topic.threshold == pytest.approx(max(3 * topic.reference_self_score, 0.002))
@@ -47,7 +52,10 @@ def test_the_new_topic_is_drift_in_its_window_only(lake: Path) -> None:
     assert not ordinary.drift_detected, ordinary
     assert topic.score > 3 * ordinary.score
     # the texts of the first comparison were embedded then; a second run embeds none
-    again = embedding_drift(conn, _days(3, 10), _days(11, 14))
+    again = embedding_drift(
+        conn, _days(3, 10), _days(11, 14), progress=lambda d, t: steps.append((-1, -1))
+    )
+    assert (-1, -1) not in steps  # nothing to embed: no progress to show
     assert again.num_embedded == 0 and again.score == pytest.approx(topic.score)
 
 
