@@ -185,19 +185,26 @@ def _drivers(conn: Any, scope: Scope) -> None:
         )
 
 
+# Cached for a minute per lake and scope (the arguments are the cache key): both read every
+# session of the range, and a tab switch should not pay for it again.
 @st.cache_data(ttl=60, show_spinner=False)
 def _turns(data_dir: str, price_file: str | None, scope: Scope) -> pl.DataFrame:
     return implicit_turns(ui.catalog(), scope)
 
 
-def _implicit_tab(conn: Any, scope: Scope) -> None:
+@st.cache_data(ttl=60, show_spinner=False)
+def _correlation(data_dir: str, price_file: str | None, scope: Scope, lag: int) -> pl.DataFrame:
+    return quality_business_correlation(ui.catalog(), scope, lags=(lag,))
+
+
+def _cache_key() -> tuple[str, str | None]:
     config = ui.settings()
+    return str(config.data_dir), None if config.price_file is None else str(config.price_file)
+
+
+def _implicit_tab(conn: Any, scope: Scope) -> None:
     with st.spinner("Reading sessions (follow-ups are embedded once, then cached)…"):
-        turns = _turns(
-            str(config.data_dir),
-            None if config.price_file is None else str(config.price_file),
-            scope,
-        )
+        turns = _turns(*_cache_key(), scope)
     if turns.is_empty():
         st.info("No sessions in this range: implicit signals need a session id on requests.")
         return
@@ -333,7 +340,8 @@ def _business_tab(conn: Any, scope: Scope) -> None:
 def _correlation_tab(conn: Any, scope: Scope) -> None:
     lag = ui.url_choice(st.segmented_control, "Business metric measured", list(LAGS), "lag",
                         LAGS.__getitem__)  # fmt: skip
-    table = quality_business_correlation(conn, scope, lags=(int(lag),))
+    with st.spinner("Computing daily quality and business metrics…"):
+        table = _correlation(*_cache_key(), scope, int(lag))
     if table.is_empty():
         st.info(
             "Correlations need at least 7 days with both a quality and a business value: pick "
