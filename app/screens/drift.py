@@ -85,12 +85,15 @@ def _columns(conn: Any, reference: Scope, scope: Scope) -> None:
     figure = go.Figure()
     if kind == "numerical":
         # the long tail would squeeze both histograms into one bar: cut at the 99th percentile
-        top = samples[column].quantile(0.99) or 0
+        top = float(samples[column].quantile(0.99) or 0)
+        low = float(samples[column].min() or 0)  # type: ignore[arg-type]
+        # the same 40 bins for both windows, so their bars compare
+        bins = {"start": low, "end": top, "size": max((top - low) / 40, 1e-9)}
         for window, color in (("reference", "#9ecae1"), ("current", "#d62728")):
             values = samples.filter(pl.col("window") == window, pl.col(column) <= top)[column]
             figure.add_histogram(
                 x=values.to_list(), name=window, histnorm="percent", opacity=0.6,
-                marker_color=color, nbinsx=40,
+                marker_color=color, xbins=bins, autobinx=False,
             )  # fmt: skip
         figure.update_layout(barmode="overlay", xaxis_title=labels[column] + " (to p99)")
     else:
