@@ -267,7 +267,8 @@ def daily_quality(conn: duckdb.DuckDBPyConnection, scope: Scope) -> pl.DataFrame
 
 def daily_business(conn: duckdb.DuckDBPyConnection, scope: Scope) -> pl.DataFrame:
     """The business metrics of :data:`BUSINESS_COLUMNS` per UTC day of the range, with one
-    more column per imported metric (named as imported)."""
+    more column per imported metric (named as imported; ``<name> (imported)`` when a metric
+    computed here has the name)."""
     activity = user_activity(conn, scope)
     cohorts = retention_cohorts(conn, scope).select(
         pl.col("cohort").alias("day"), "d1_retention", "d7_retention"
@@ -281,6 +282,10 @@ def daily_business(conn: duckdb.DuckDBPyConnection, scope: Scope) -> pl.DataFram
     imported = business_metrics(conn, scope)
     if not imported.is_empty():
         wide = imported.pivot(on="metric", index="day", values="value")
+        # an imported metric named like one computed here keeps both, told apart
+        wide = wide.rename(
+            {c: f"{c} (imported)" for c in wide.columns if c in frame.columns and c != "day"}
+        )
         frame = frame.join(wide, on="day", how="left")
     return frame
 

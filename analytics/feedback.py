@@ -33,7 +33,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from analytics.overview import _MAX_BUCKETS
+from analytics.latency import check_bucket
 from analytics.quality import wilson_interval
 from analytics.scope import Scope, run_scoped
 from analytics.traces import GUARDRAIL_TRIGGERED_SQL
@@ -297,10 +297,7 @@ def feedback_by_time(
         ``edits``, ``copies_shares``, ``reports``, ``thumbs_down_rate`` (null without votes)
         and its Wilson interval ``rate_low``/``rate_high``.
     """
-    if bucket <= timedelta(0):
-        raise ValueError(f"bucket must be positive, got {bucket}")
-    if (scope.end - scope.start) / bucket > _MAX_BUCKETS:
-        raise ValueError(f"{bucket} splits {scope.end - scope.start} into too many buckets")
+    check_bucket(scope, bucket)
     table = run_scoped(conn, scope, BY_TIME_SQL, _params() | {"bucket": bucket})
     return _with_rate(cast(pl.DataFrame, pl.from_arrow(table)))
 

@@ -8,11 +8,13 @@ from collections import defaultdict
 from datetime import date, timedelta
 from pathlib import Path
 
+import polars as pl
 import pytest
 from scipy import stats
 
 from analytics.business import (
     business_metrics,
+    daily_business,
     daily_quality,
     quality_business_correlation,
     retention_cohorts,
@@ -216,3 +218,22 @@ def test_spearman_interval_against_a_direct_computation() -> None:
     )
     assert high > 0.5 > low
     assert spearman_interval(0.2, 3) == (-1.0, 1.0)
+
+
+def test_an_imported_metric_named_like_a_computed_one_keeps_both(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "lake"
+    ingest_world(data_dir, num_sessions=200)
+    source = tmp_path / "dau.csv"
+    source.write_text("date,metric,value\n2026-10-02,dau,12345\n")
+    Lake(data_dir).write(BUSINESS_METRICS.name, read_business_metrics(source, "default").table)
+    frame = daily_business(open_catalog(data_dir), _scope())
+    row = frame.filter(pl.col("day") == date(2026, 10, 2)).row(0, named=True)
+    assert row["dau (imported)"] == 12345.0
+    assert (
+        row["dau"]
+        == user_activity(open_catalog(data_dir), _scope())
+        .filter(pl.col("day") == date(2026, 10, 2))["dau"]
+        .item()
+    )
