@@ -147,7 +147,8 @@ class TraceFilter:
     ``guardrail_stage``, ``guardrail_category``: the trace has a triggered guardrail result
     (the ``guardrails`` table, detectors included) of that guardrail, stage and category, as
     many of them as are set. ``feedback``: any of
-    these :data:`FEEDBACK_SIGNALS`. ``label``: an annotation with this label. ``search``: text
+    these :data:`FEEDBACK_SIGNALS`. ``system_prompt``: a span of the trace has this system-prompt
+    hash. ``label``: an annotation with this label. ``search``: text
     that some span's input or output contains (case-insensitive, no wildcards). ``trace_ids``:
     only these traces (another analysis picked them, e.g. the requests that missed an SLO).
     """
@@ -162,6 +163,7 @@ class TraceFilter:
     guardrail_stage: str | None = None
     guardrail_category: str | None = None
     feedback: tuple[str, ...] = ()
+    system_prompt: str | None = None
     label: str | None = None
     search: str | None = None
     trace_ids: tuple[str, ...] | None = None
@@ -257,6 +259,7 @@ _SPAN_PREDICATES = {
     "operations": "list_contains($f_operations, operation)",
     "user": "user_id = $f_user",
     "session": "session_id = $f_session",
+    "prompt": "system_prompt_hash = $f_prompt",
     "search": "input_text ILIKE $f_search ESCAPE '\\' OR output_text ILIKE $f_search ESCAPE '\\'",
 }
 _IN_FEEDBACK = "c.trace_id IN (SELECT trace_id FROM scoped_trace_feedback WHERE {predicate})"
@@ -300,6 +303,9 @@ def _phase_one(
     if filters.session_id is not None:
         in_spans("session")
         params["f_session"] = filters.session_id
+    if filters.system_prompt is not None:
+        in_spans("prompt")
+        params["f_prompt"] = filters.system_prompt
     if filters.guardrail is not None:
         negate = "" if filters.guardrail else "NOT "
         where.append(_IN_GUARDRAILS.format(negate=negate, predicate=GUARDRAIL_TRIGGERED_SQL))

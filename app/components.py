@@ -505,6 +505,7 @@ _GROUP_PARAMS = {
     "operation": "op",
     "user": "user",
     "session": "session",
+    "prompt": "prompt",
 }
 
 

@@ -7,7 +7,8 @@ The page owns these query parameters (the sidebar owns project, range, service, 
   ``user``; ``sample`` (the seed of a random sample);
 * list filters: ``q`` (text search), ``status`` (``error``/``ok``), ``op`` (operations),
   ``guardrail`` (``triggered``/``clean``), ``gr``/``gr_stage``/``gr_category`` (a triggered
-  result of that guardrail, stage, category: the Guardrails page's links), ``feedback`` (signals), ``label``, ``missed_slo``
+  result of that guardrail, stage, category: the Guardrails page's links), ``feedback`` (signals),
+  ``prompt`` (a system-prompt hash: the Feedback page's links), ``label``, ``missed_slo``
   (an SLO name or ``any``), ranges ``lat_min``/``lat_max`` (ms), ``ttft_min``/``ttft_max``
   (ms), ``cost_min``/``cost_max`` (USD), ``tok_min``/``tok_max``; ``from``/``to`` (an exact
   UTC window that overrides ``range``); ``sort`` (``start``, ``duration``, ``ttft``, ``cost``,
@@ -56,6 +57,7 @@ LIST_PARAMS = (
     "gr_stage",
     "gr_category",
     "feedback",
+    "prompt",
     "label",
     "missed_slo",
     "user",
@@ -113,6 +115,7 @@ def filter_from_params(params: Mapping[str, Sequence[str]]) -> TraceFilter:
         guardrail_stage=one("gr_stage") or None,
         guardrail_category=one("gr_category") or None,
         feedback=tuple(s for s in params.get("feedback") or () if s in FEEDBACK_SIGNALS),
+        system_prompt=one("prompt") or None,
         label=one("label") or None,
         search=(one("q") or "").strip() or None,
     )

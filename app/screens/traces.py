@@ -277,8 +277,14 @@ def _slo_filter(conn: duckdb.DuckDBPyConnection, scope: Scope, filters: TraceFil
     return dataclasses.replace(filters, trace_ids=tuple(bad["trace_id"].to_list()))
 
 
-def _guardrail_caption(filters: TraceFilter) -> None:
-    """Say so when the URL narrows the list to one guardrail's results (no widget shows it)."""
+def _hidden_filter_captions(filters: TraceFilter) -> None:
+    """Say so when the URL narrows the list to one guardrail's results or one system prompt (no
+    widget shows either)."""
+    if filters.system_prompt is not None:
+        st.caption(md_escape(f"Showing requests with system prompt {filters.system_prompt}."))
+        if st.button("Any system prompt", key="clear_prompt"):
+            del st.query_params["prompt"]
+            st.rerun()
     parts = [
         f"{what} {value}"
         for what, value in (
@@ -387,7 +393,7 @@ def _list_view(conn: duckdb.DuckDBPyConnection, scope: Scope) -> None:
         render_user(user, sessions_by_user(conn, scope, user), _link_params(scope))
         st.subheader("Their requests", anchor=False)
     filters = _slo_filter(conn, scope, _filter_widgets(scope))
-    _guardrail_caption(filters)
+    _hidden_filter_captions(filters)
     sample = _one("sample")
     if sample is not None:
         _sample_view(conn, scope, filters, sample)

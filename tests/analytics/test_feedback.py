@@ -22,6 +22,7 @@ from analytics.feedback import (
     thumbs_votes,
 )
 from analytics.scope import Scope
+from analytics.traces import TraceFilter, list_traces
 from store.catalog import open_catalog
 from tests.analytics.feedback_world import (
     DAYS,
@@ -151,3 +152,23 @@ def test_the_ttft_effect_matches_a_direct_fit(world: tuple[World, Path]) -> None
     assert rho > 0.1 and p < 1e-6
     assert votes.filter(pl.col("ttft_ms").is_null()).height == 0
     assert math.isfinite(log_ttft.mean())
+
+
+def test_the_trace_list_filters_by_system_prompt(world: tuple[World, Path]) -> None:
+    # where a segment's "thumbs-down traces" link leads: requests that used that prompt
+    generated, data_dir = world
+    _, v2_hash = _prompt_hashes(data_dir)
+    page = list_traces(
+        open_catalog(data_dir), _scope(), TraceFilter(system_prompt=v2_hash), limit=10_000
+    )
+    expected = {t.trace_id for t in generated.turns if t.prompt == "v2"}
+    assert set(page.rows["trace_id"].to_list()) == expected and page.num_total == len(expected)
+    down = list_traces(
+        open_catalog(data_dir),
+        _scope(),
+        TraceFilter(system_prompt=v2_hash, feedback=("thumbs_down",)),
+        limit=10_000,
+    )
+    assert set(down.rows["trace_id"].to_list()) == {
+        t.trace_id for t in generated.turns if t.prompt == "v2" and t.thumbs == -1
+    }

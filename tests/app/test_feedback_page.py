@@ -49,8 +49,8 @@ def test_feedback_tab_shows_the_votes_segments_and_drivers(
     segments = app.dataframe[0].value
     assert len(segments) == 2  # the two system prompts
     assert segments["diff_vs_rest"].abs().min() > 5  # points: the prompt change shows
-    # the Traces list has no system-prompt filter: no link rather than a wrong one
-    assert segments["traces"].isna().all()
+    for prompt, link in zip(segments["segment"], segments["traces"], strict=True):
+        assert f"prompt={prompt}" in link and "feedback=thumbs_down" in link
     assert float(tiles["Held-out ROC AUC"]) > 0.6
     assert len(app.get("plotly_chart")) == 2  # votes over time, the driver effects
     by_model = _run(lake, monkeypatch, fb_by="model").dataframe[0].value
