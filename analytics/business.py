@@ -15,8 +15,8 @@
 ``business_metrics``; a re-imported value replaces the earlier one).
 
 **Correlation.** :func:`quality_business_correlation` pairs each daily quality metric (p95
-request latency, p95 TTFT, error rate, guardrail intervention rate, thumbs-down rate,
-regeneration rate) on day d with each business metric on day d + lag, and reports Spearman's
+request latency, p95 TTFT, error rate — a failed root span, as on the Overview —, guardrail
+intervention rate, thumbs-down rate, regeneration rate) on day d with each business metric on day d + lag, and reports Spearman's
 rank correlation over the days where both exist, its p-value (scipy) and a 95% interval (Fisher
 z with Bonett and Wright's standard error, sqrt((1 + ρ²/2) / (n − 3))). A correlation over a
 few weeks of days says two series moved together, not that one moved the other; with many
@@ -35,6 +35,7 @@ import polars as pl
 
 from analytics.feedback import feedback_by_time
 from analytics.implicit import implicit_turns
+from analytics.overview import requests_by_time
 from analytics.scope import Scope, run_scoped
 from analytics.traces import GUARDRAIL_TRIGGERED_SQL
 from store.catalog import query
@@ -213,27 +214,14 @@ def business_metrics(conn: duckdb.DuckDBPyConnection, scope: Scope) -> pl.DataFr
     return cast(pl.DataFrame, pl.from_arrow(table))
 
 
-DAILY_QUALITY_SQL = f"""
-WITH requests AS (
-    SELECT
-        CAST(date_trunc('day', start_time) AS DATE) AS day,
-        count(*) AS requests,
-        quantile_cont(duration_ms, 0.95) AS latency_p95_ms,
-        avg(CASE WHEN has_error THEN 1.0 ELSE 0.0 END) AS error_rate,
-        avg(CASE WHEN trace_id IN (
-            SELECT trace_id FROM scoped_guardrails WHERE {GUARDRAIL_TRIGGERED_SQL}
-        ) THEN 1.0 ELSE 0.0 END) AS guardrail_rate
-    FROM scoped_traces
-    GROUP BY 1
-), calls AS (
-    SELECT CAST(date_trunc('day', start_time) AS DATE) AS day,
-        quantile_cont(ttft_ms, 0.95) AS ttft_p95_ms
-    FROM scoped_llm_calls
-    GROUP BY 1
-)
-SELECT r.*, c.ttft_p95_ms
-FROM requests AS r
-LEFT JOIN calls AS c USING (day)
+GUARDRAIL_RATE_BY_DAY_SQL = f"""
+SELECT
+    CAST(date_trunc('day', start_time) AS DATE) AS day,
+    avg(CASE WHEN trace_id IN (
+        SELECT trace_id FROM scoped_guardrails WHERE {GUARDRAIL_TRIGGERED_SQL}
+    ) THEN 1.0 ELSE 0.0 END) AS guardrail_rate
+FROM scoped_traces
+GROUP BY 1
 """
 
 
@@ -245,7 +233,19 @@ def daily_quality(conn: duckdb.DuckDBPyConnection, scope: Scope) -> pl.DataFrame
         Columns ``day``, ``requests`` and one per :data:`QUALITY_COLUMNS` key.
     """
     days = pl.DataFrame({"day": _days(scope)}, schema={"day": pl.Date})
-    base = cast(pl.DataFrame, pl.from_arrow(run_scoped(conn, scope, DAILY_QUALITY_SQL)))
+    # the Overview's per-bucket requests, errors and p95s, one bucket a day
+    base = requests_by_time(conn, scope, _DAY).select(
+        pl.col("bucket_start").dt.date().alias("day"),
+        "requests",
+        pl.when(pl.col("requests") > 0)
+        .then(pl.col("errors") / pl.col("requests"))
+        .alias("error_rate"),
+        "latency_p95_ms",
+        "ttft_p95_ms",
+    )
+    guardrails = cast(
+        pl.DataFrame, pl.from_arrow(run_scoped(conn, scope, GUARDRAIL_RATE_BY_DAY_SQL))
+    )
     feedback = feedback_by_time(conn, scope, _DAY).select(
         pl.col("bucket_start").dt.date().alias("day"), "thumbs_down_rate"
     )
@@ -259,6 +259,7 @@ def daily_quality(conn: duckdb.DuckDBPyConnection, scope: Scope) -> pl.DataFrame
     )
     frame = (
         days.join(base, on="day", how="left")
+        .join(guardrails, on="day", how="left")
         .join(feedback, on="day", how="left")
         .join(regenerations, on="day", how="left")
     )

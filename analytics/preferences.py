@@ -22,6 +22,7 @@ from typing import cast
 import duckdb
 import polars as pl
 
+from analytics.feedback import thumbs_votes
 from analytics.implicit import implicit_turns
 from analytics.scope import Scope, run_scoped
 from store.schema import GENERATION_OPERATIONS
@@ -65,13 +66,8 @@ WHERE f.kind = 'edit' AND f.text IS NOT NULL
 ORDER BY r.start_time, f.trace_id, f.time
 """
 
-VOTES_SQL = f"""
-WITH {_ANSWERS_CTE}, votes AS (
-    SELECT trace_id, arg_max(value, time) AS vote
-    FROM scoped_trace_feedback
-    WHERE kind = 'thumbs'
-    GROUP BY trace_id, coalesce(user_id, '')
-)
+ANSWERS_SQL = f"""
+WITH {_ANSWERS_CTE}
 SELECT
     r.trace_id,
     r.start_time,
@@ -79,15 +75,11 @@ SELECT
     c.model,
     c.input_text AS prompt,
     c.output_text AS answer,
-    max(v.vote) AS best_vote,
-    min(v.vote) AS worst_vote,
     (SELECT max(value) FROM scoped_trace_feedback AS g
      WHERE g.trace_id = r.trace_id AND g.kind = 'rating') AS rating
 FROM requests AS r
 JOIN answers AS a USING (trace_id)
 JOIN calls AS c ON c.trace_id = a.trace_id AND c.span_id = a.span_id
-LEFT JOIN votes AS v USING (trace_id)
-GROUP BY ALL
 ORDER BY r.start_time, r.trace_id
 """
 
@@ -105,6 +97,23 @@ _PAIR_SCHEMA = {
 
 def _params() -> dict[str, object]:
     return {"generation": list(GENERATION_OPERATIONS)}
+
+
+def _answers(conn: duckdb.DuckDBPyConnection, scope: Scope) -> pl.DataFrame:
+    """Each request's answer with its prompt, best rating and votes (:func:`thumbs_votes`: a
+    user's latest vote on an answer counts): ``voted_up`` when voted up and never down."""
+    answers = cast(pl.DataFrame, pl.from_arrow(run_scoped(conn, scope, ANSWERS_SQL, _params())))
+    votes = (
+        thumbs_votes(conn, scope)
+        .group_by("trace_id")
+        .agg(pl.col("down").any().alias("voted_down"), (~pl.col("down")).any().alias("any_up"))
+    )
+    return (
+        answers.join(votes, on="trace_id", how="left")
+        .with_columns(pl.col("voted_down").fill_null(False), pl.col("any_up").fill_null(False))
+        .with_columns(voted_up=pl.col("any_up") & ~pl.col("voted_down"))
+        .drop("any_up")
+    )
 
 
 def _usable(frame: pl.DataFrame, *texts: str) -> pl.DataFrame:
@@ -155,7 +164,7 @@ def preference_pairs(
             .cast(_PAIR_SCHEMA)  # type: ignore[arg-type]
         )
     if "regeneration" in sources:
-        answers = cast(pl.DataFrame, pl.from_arrow(run_scoped(conn, scope, VOTES_SQL, _params())))
+        answers = _answers(conn, scope)
         by_trace = {row["trace_id"]: row for row in answers.iter_rows(named=True)}
         turns = implicit_turns(conn, scope, embed=False, max_sessions=1 << 62)
         rows = []
@@ -165,8 +174,7 @@ def preference_pairs(
             a, b = by_trace.get(first), by_trace.get(second)
             if a is None or b is None:
                 continue
-            up_a = (a["best_vote"] or 0) > 0 and (a["worst_vote"] or 0) >= 0
-            up_b = (b["best_vote"] or 0) > 0 and (b["worst_vote"] or 0) >= 0
+            up_a, up_b = a["voted_up"], b["voted_up"]
             if up_a == up_b:
                 continue
             chosen, rejected = (a, b) if up_a else (b, a)
@@ -190,9 +198,11 @@ def sft_examples(
     Returns:
         Columns ``prompt``, ``completion``, ``trace_id``, ``model``, ``route``, ``rating``.
     """
-    answers = cast(pl.DataFrame, pl.from_arrow(run_scoped(conn, scope, VOTES_SQL, _params())))
-    good = answers.filter(
-        ((pl.col("rating") >= min_rating) | (pl.col("best_vote") > 0))
-        & (pl.col("worst_vote").fill_null(0) >= 0)
-    ).select("prompt", pl.col("answer").alias("completion"), "trace_id", "model", "route", "rating")
+    good = (
+        _answers(conn, scope)
+        .filter(((pl.col("rating") >= min_rating) | pl.col("voted_up")) & ~pl.col("voted_down"))
+        .select(
+            "prompt", pl.col("answer").alias("completion"), "trace_id", "model", "route", "rating"
+        )
+    )
     return _usable(good, "completion")
