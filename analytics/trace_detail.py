@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +25,7 @@ import polars as pl
 from analytics.implicit import ImplicitRules, same_message
 from analytics.scope import TRACE_MARGIN, Scope, run_scoped
 from analytics.traces import read_trace_rows
+from store.schema import GENERATION_OPERATIONS
 
 __all__ = [
     "CATEGORIES",
@@ -35,6 +37,7 @@ __all__ = [
     "SpanDetail",
     "SpanEvent",
     "TraceDetail",
+    "answer_spans",
     "mark_regenerated",
     "read_session",
     "read_trace",
@@ -411,6 +414,28 @@ def read_trace(
         feedback=_frame(run_scoped(conn, hint, TRACE_FEEDBACK_SQL, ids)),
         annotations=_frame(run_scoped(conn, hint, TRACE_ANNOTATIONS_SQL, ids)),
     )
+
+
+# The answer of each listed request: its last generation call (by end time, then span id).
+ANSWER_SPANS_SQL = """
+SELECT s.*, c.total_cost_usd, c.tpot_ms
+FROM scoped_trace_spans AS s
+JOIN scoped_trace_calls AS c ON c.trace_id = s.trace_id AND c.span_id = s.span_id
+WHERE list_contains($f_ids, s.trace_id) AND list_contains($f_generation, s.operation)
+QUALIFY row_number() OVER (PARTITION BY s.trace_id ORDER BY s.end_time DESC, s.span_id DESC) = 1
+"""
+
+
+def answer_spans(
+    conn: duckdb.DuckDBPyConnection, scope: Scope, trace_ids: Sequence[str]
+) -> dict[str, SpanDetail]:
+    """The answer of each of these requests of ``scope`` (its last generation call), by trace
+    id; a request without a generation call is left out."""
+    if not trace_ids:
+        return {}
+    params = {"f_ids": list(trace_ids), "f_generation": list(GENERATION_OPERATIONS)}
+    rows = run_scoped(conn, scope, ANSWER_SPANS_SQL, params).to_pylist()
+    return {row["trace_id"]: _span(row) for row in rows}
 
 
 @dataclass(frozen=True)

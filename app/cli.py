@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from app.alerts_cmd import add_alerts_parser
+from app.eval_cmd import add_eval_parser
 from app.feedback_cmd import add_feedback_parsers
 from app.report import add_report_parser
 from app.settings import Settings, SettingsError
@@ -308,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_parser(sub, common)
     add_alerts_parser(sub, common)
     add_feedback_parsers(sub, common)
+    add_eval_parser(sub, common)
 
     p = sub.add_parser(
         "hash-password",

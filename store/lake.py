@@ -39,6 +39,9 @@ from store.schema import (
     ANNOTATION_SCHEMA,
     BUSINESS_METRIC_SCHEMA,
     EMBEDDING_SCHEMA,
+    EVAL_CASE_SCHEMA,
+    EVAL_RESULT_SCHEMA,
+    EVAL_RUN_SCHEMA,
     FEEDBACK_SCHEMA,
     GUARDRAIL_SCHEMA,
     SPAN_SCHEMA,
@@ -75,6 +78,11 @@ GUARDRAILS = TableSpec("guardrails", GUARDRAIL_SCHEMA, ("result_id",), "time")
 ALERTS = TableSpec("alerts", ALERT_SCHEMA, ("alert_id",), "time")
 EMBEDDINGS = TableSpec("embeddings", EMBEDDING_SCHEMA, ("model", "text_hash"), "time")
 BUSINESS_METRICS = TableSpec("business_metrics", BUSINESS_METRIC_SCHEMA, ("metric_id",), "time")
+EVAL_CASES = TableSpec(
+    "eval_cases", EVAL_CASE_SCHEMA, ("project", "dataset", "version", "case_id"), "time"
+)
+EVAL_RUNS = TableSpec("eval_runs", EVAL_RUN_SCHEMA, ("run_id",), "time")
+EVAL_RESULTS = TableSpec("eval_results", EVAL_RESULT_SCHEMA, ("result_id",), "time")
 DEFAULT_SPECS: tuple[TableSpec, ...] = (
     SPANS,
     FEEDBACK,
@@ -83,6 +91,9 @@ DEFAULT_SPECS: tuple[TableSpec, ...] = (
     ALERTS,
     EMBEDDINGS,
     BUSINESS_METRICS,
+    EVAL_CASES,
+    EVAL_RUNS,
+    EVAL_RESULTS,
 )
 
 

@@ -214,3 +214,69 @@ GENERATION_OPERATIONS: tuple[str, ...] = ("chat", "text_completion", "generate_c
 def empty_spans() -> pa.Table:
     """An empty table with the canonical span schema."""
     return SPAN_SCHEMA.empty_table()
+
+#: Eval dataset cases (evals.datasets): one row per case of one version of a named dataset.
+#: A version is a whole snapshot (creating or importing into a dataset writes version n + 1
+#: with every case it holds). ``case_id`` hashes the system prompt and the messages, so one
+#: version holds each input once. ``messages`` is the chat input as JSON (``[{"role",
+#: "content"}]``); ``reference`` the expected output (for a case from production, what
+#: production answered); ``split`` ``test`` or ``holdout``; ``source_*`` the production span
+#: it came from; ``metadata`` model, route, user, tokens, latency, feedback of that call.
+EVAL_CASE_SCHEMA = pa.schema(
+    [
+        pa.field("project", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("version", pa.int64(), nullable=False),
+        pa.field("case_id", pa.string(), nullable=False),
+        pa.field("time", TIMESTAMP, nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("messages", pa.string(), nullable=False),
+        pa.field("reference", pa.string()),
+        pa.field("source_trace_id", pa.string()),
+        pa.field("source_span_id", pa.string()),
+        pa.field("source_time", TIMESTAMP),
+        pa.field("metadata", ATTRIBUTE_MAP),
+    ]
+)
+
+#: Eval runs (evals.replay): one row per run, written when it starts. ``target`` and
+#: ``evaluators`` describe what was called and how it was scored (JSON text).
+EVAL_RUN_SCHEMA = pa.schema(
+    [
+        pa.field("project", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("time", TIMESTAMP, nullable=False),
+        pa.field("name", pa.string()),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("version", pa.int64(), nullable=False),
+        pa.field("split", pa.string()),
+        pa.field("target", pa.string(), nullable=False),
+        pa.field("evaluators", pa.string(), nullable=False),
+        pa.field("num_cases", pa.int64(), nullable=False),
+    ]
+)
+
+#: Eval results: one row per attempt at a case of a run (a resumed run that calls a failed
+#: case again adds a row; readers take the latest per case). ``error`` is set when the target
+#: failed after its retries (``output`` is then null); ``scores`` maps evaluator name to a
+#: score in [0, 1] (missing: the evaluator could not score it), ``score_details`` to why.
+#: ``trace_id`` is the replay's own trace (in the run's eval project).
+EVAL_RESULT_SCHEMA = pa.schema(
+    [
+        pa.field("project", pa.string(), nullable=False),
+        pa.field("result_id", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("case_id", pa.string(), nullable=False),
+        pa.field("time", TIMESTAMP, nullable=False),
+        pa.field("output", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("num_attempts", pa.int64()),
+        pa.field("latency_ms", pa.float64()),
+        pa.field("model", pa.string()),
+        pa.field("input_tokens", pa.int64()),
+        pa.field("output_tokens", pa.int64()),
+        pa.field("trace_id", pa.string()),
+        pa.field("scores", pa.map_(pa.string(), pa.float64())),
+        pa.field("score_details", ATTRIBUTE_MAP),
+    ]
+)
