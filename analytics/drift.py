@@ -40,6 +40,7 @@ __all__ = [
     "DRIFT_METHODS",
     "EmbeddingDrift",
     "TopicShift",
+    "cluster_topics",
     "compare_embeddings",
     "drift_by_day",
     "embedding_drift",
@@ -251,6 +252,19 @@ def drift_by_day(
     )  # fmt: skip
 
 
+def cluster_topics(
+    vectors: np.ndarray, num_topics: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """k-means topics (scikit-learn) of embedded texts: each text's topic (0 … num_topics − 1)
+    and its distance to the topic's centre (the nearest texts are the topic's examples)."""
+    from sklearn.cluster import KMeans
+
+    kmeans = KMeans(n_clusters=num_topics, n_init=4, random_state=seed).fit(vectors)
+    labels = np.asarray(kmeans.labels_)
+    distances = np.linalg.norm(vectors - kmeans.cluster_centers_[labels], axis=1)
+    return labels, distances
+
+
 @dataclass(frozen=True)
 class TopicShift:
     """Topic clusters of two windows' texts: per cluster its share in each window and example
@@ -280,7 +294,6 @@ def topic_shift(
     (current − reference share), ``num_reference``, ``num_current``, ``examples`` (3 texts).
     ``points`` columns: ``x``, ``y`` (PCA), ``window`` (reference/current), ``topic``, ``text``.
     """
-    from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
     data_dir = _cache_dir(conn)
@@ -291,9 +304,7 @@ def topic_shift(
         raise ValueError(f"{len(texts)} texts are too few for {num_topics} topics")
     vectors = embed_texts(texts, data_dir, model, progress=progress).vectors
     windows = np.array(["reference"] * len(ref_texts) + ["current"] * len(cur_texts))
-    kmeans = KMeans(n_clusters=num_topics, n_init=4, random_state=seed).fit(vectors)
-    labels = kmeans.labels_
-    distances = np.linalg.norm(vectors - kmeans.cluster_centers_[labels], axis=1)
+    labels, distances = cluster_topics(vectors, num_topics, seed)
     rows = []
     for topic in range(num_topics):
         members = labels == topic

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from app.alerts_cmd import add_alerts_parser
-from app.eval_cmd import add_eval_parser
+from app.eval_cmd import add_eval_parser, load_sample_evals
 from app.feedback_cmd import add_feedback_parsers
 from app.report import add_report_parser
 from app.settings import Settings, SettingsError
@@ -161,6 +161,9 @@ def load_sample_data(settings: Settings) -> bool:
     loaded = sum(r.num_spans for r in reports) > 0
     if loaded:
         keep_query_work(settings)
+        dataset = load_sample_evals(settings)
+        if dataset:
+            print(f"eval dataset {dataset} with two runs to compare (Evals page)")
     return loaded
 
 

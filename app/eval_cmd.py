@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -49,7 +50,10 @@ def filter_from_text(text: str | None) -> tuple[Any, dict[str, list[str]]]:
 
     if not text:
         return filter_from_params({}), {}
-    query = urlsplit(text).query if "?" in text or "://" in text else text
+    # A URL (or a path) has a "?" before any "="; in a bare query string a "?" is text
+    # (``q=why?``) and must not drop the filter.
+    head, question_mark, _ = text.partition("?")
+    query = urlsplit(text).query if question_mark and "=" not in head else text
     params = parse_qs(query, keep_blank_values=False)
     return filter_from_params(params), params
 
@@ -69,12 +73,38 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
+def _dataset_args_error(args: argparse.Namespace) -> str | None:
+    """Why a dataset command's name, --holdout or --limit is unusable (None: they are fine),
+    checked before any work so a typo is an error message, not a traceback."""
+    from evals.datasets import check_dataset_name
+
+    try:
+        check_dataset_name(args.name)
+    except ValueError as exc:
+        return str(exc)
+    if not 0.0 <= args.holdout <= 1.0:
+        return f"--holdout must be in [0, 1], got {args.holdout}"
+    if getattr(args, "limit", 1) < 1:
+        return f"--limit must be at least 1, got {args.limit}"
+    return None
+
+
 def cmd_dataset_create(args: argparse.Namespace) -> int:
     """Build a dataset version from the traces that match the filters."""
     from evals.datasets import cases_from_traces, write_dataset
 
-    settings, conn = _settings_and_catalog(args)
+    if error := _dataset_args_error(args):
+        return _fail(error)
     filters, params = filter_from_text(args.filter)
+    if not args.project and params.get("project"):
+        args.project = params["project"][0]
+    if params.keys() & {"range", "start", "end", "from", "to"}:
+        print(
+            "note: the window comes from --since/--until "
+            f"({args.since}{' to ' + str(args.until) if args.until else ''}), not the URL's range",
+            file=sys.stderr,
+        )
+    settings, conn = _settings_and_catalog(args)
     if not args.service and params.get("service"):
         args.service = params["service"]
     if not args.model and params.get("model"):
@@ -108,6 +138,8 @@ def cmd_dataset_import(args: argparse.Namespace) -> int:
     """Import cases from a JSONL file as a new dataset version."""
     from evals.datasets import read_jsonl_cases, write_dataset
 
+    if error := _dataset_args_error(args):
+        return _fail(error)
     settings, conn = _settings_and_catalog(args)
     try:
         imported = read_jsonl_cases(args.path, holdout=args.holdout)
@@ -291,7 +323,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 split=split,
                 name=args.name,
             )
-        print(f"run {run.run_id}: {run.num_cases:,} cases of {dataset.name}@{dataset.version}")
+        which = "every case" if split is None else f"the {split} split; --split all for every case"
+        print(
+            f"run {run.run_id}: {run.num_cases:,} cases of {dataset.name}@{dataset.version} "
+            f"({which})"
+        )
     else:
         print(f"resuming {run.run_id}")
     stop = threading.Event()
@@ -691,3 +727,68 @@ def add_eval_parser(subparsers: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["markdown", "json"], default="markdown")
     p.add_argument("--cases", type=int, default=5, help="regressed cases shown (default 5)")
     p.set_defaults(func=cmd_compare)
+
+
+SAMPLE_DATASET = "sample-support"
+SAMPLE_EVALUATORS = ("normalized", "max_chars:300", "max_output_tokens:80")
+
+
+def _first_sentences(text: str, count: int) -> str:
+    sentences = [s for s in text.replace("\n", " ").split(". ") if s.strip()]
+    short = ". ".join(sentences[:count]).strip()
+    return short if short.endswith((".", "?", "!")) else short + "."
+
+
+def load_sample_evals(settings: Settings) -> str | None:
+    """An eval dataset from the sample traces and two runs to compare on the Evals page: what
+    production answered, and a simulated candidate that answers in two sentences (its tokens
+    and latency scaled by its length). Returns the dataset's name (None: nothing to build)."""
+    from dataclasses import replace as with_changes
+
+    from analytics.scope import Scope, data_time_range
+    from analytics.traces import TraceFilter
+    from evals.datasets import cases_from_traces, write_dataset
+    from evals.evaluators import EvaluatorContext, parse_evaluator
+    from evals.replay import reference_outputs, replay, start_run
+    from evals.targets import RecordedTarget
+    from store.catalog import open_catalog
+    from store.writer import LakeWriter
+
+    conn = open_catalog(settings.data_dir)
+    first, last = data_time_range(conn, settings.project)
+    if first is None or last is None:
+        return None
+    scope = Scope(settings.project, first, last + timedelta(seconds=1))
+    built = cases_from_traces(
+        conn, scope, TraceFilter(status="ok", operations=("chat",)), span_conversation, limit=200
+    )
+    if not built.cases:
+        return None
+    dataset = write_dataset(conn, settings.data_dir, settings.project, SAMPLE_DATASET, built.cases)
+    production = reference_outputs(dataset)
+    candidate = {}
+    for case_id, answer in production.items():
+        text = _first_sentences(answer.output or "", 2)
+        ratio = len(text.split()) / max(1, len((answer.output or "").split()))
+        candidate[case_id] = with_changes(
+            answer,
+            output=text,
+            output_tokens=None
+            if answer.output_tokens is None
+            else round(answer.output_tokens * ratio),
+            latency_ms=None
+            if answer.latency_ms is None
+            else answer.latency_ms * (0.4 + 0.6 * ratio),
+        )
+    evaluators = [parse_evaluator(s, context=EvaluatorContext()) for s in SAMPLE_EVALUATORS]
+    for name, outputs, source in (
+        ("production", production, "reference"),
+        ("two-sentence answers (simulated)", candidate, "simulated"),
+    ):
+        target = RecordedTarget(outputs, source)
+        with LakeWriter(settings.data_dir) as writer:
+            run = start_run(
+                writer, settings.project, dataset, target, SAMPLE_EVALUATORS, split=None, name=name
+            )
+        replay(conn, settings.data_dir, run, dataset, target, evaluators, concurrency=1)
+    return dataset.name

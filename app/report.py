@@ -52,6 +52,7 @@ from analytics.latency import DIMENSIONS, latency_by_dimension, latency_percenti
 from analytics.quality import quality_rates
 from analytics.scope import Scope, data_time_range
 from analytics.slos import SLOConfigError, load_slo_config
+from app.opportunities_cmd import add_opportunities_parser
 from app.settings import Settings, SettingsError
 from store.catalog import open_catalog
 
@@ -442,6 +443,7 @@ def add_report_parser(subparsers: Any, common: argparse.ArgumentParser) -> argpa
                 help="SLO file instead of the built-in one ($FLYWHEEL_SLO_FILE)",
             )
         p.set_defaults(func=cmd_report)
+    add_opportunities_parser(kinds, common)
     return report
 
 

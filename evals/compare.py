@@ -18,6 +18,7 @@ and a unified diff.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +46,7 @@ __all__ = [
 ANSWERED = "answered"
 NUM_BOOTSTRAP = 2000
 _TIE = 1e-9
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def paired_bootstrap_interval(
@@ -192,10 +194,23 @@ def cost_usd(
     return usd / 1_000_000.0
 
 
+def _sentences(text: str | None) -> list[str]:
+    return [part for line in (text or "").splitlines() for part in _SENTENCE_END.split(line)]
+
+
 def output_diff(baseline: str | None, candidate: str | None) -> str:
-    """A unified diff of two outputs, line by line (empty when they are equal)."""
-    before = (baseline or "").splitlines()
-    after = (candidate or "").splitlines()
+    """A unified diff of two outputs, a sentence per line (answers are often one long line,
+    where a line diff would say only that it changed); empty when they are equal.
+
+    >>> print(output_diff("Hi. Reset it in Settings.", "Hi. Reset it in Account."))
+    --- baseline
+    +++ candidate
+    @@ -1,2 +1,2 @@
+     Hi.
+    -Reset it in Settings.
+    +Reset it in Account.
+    """
+    before, after = _sentences(baseline), _sentences(candidate)
     return "\n".join(difflib.unified_diff(before, after, "baseline", "candidate", lineterm="", n=2))
 
 

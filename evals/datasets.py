@@ -78,9 +78,9 @@ def parse_dataset_ref(ref: str) -> tuple[str, int | None]:
     >>> parse_dataset_ref("support@3")
     ('support', 3)
     """
-    name, _, version = ref.partition("@")
+    name, at, version = ref.partition("@")
     check_dataset_name(name)
-    if not version:
+    if not at:
         return name, None
     if not version.isdigit() or int(version) < 1:
         raise ValueError(f"dataset version in {ref!r} must be a positive integer")
@@ -235,7 +235,9 @@ def _case_from_json(item: Any, where: str, holdout: float) -> Case:
     reference = next((item[k] for k in ("reference", "expected", "output") if k in item), None)
     if reference is not None and not isinstance(reference, str):
         reference = json.dumps(reference, ensure_ascii=False)
-    metadata = item.get("metadata") or {}
+    # Only a missing or null metadata means none: [] or "" is a mistake, not an empty object.
+    metadata = item.get("metadata")
+    metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         raise ValueError(f"{where}: metadata: expected an object")
     split = item.get("split")
@@ -257,6 +259,8 @@ def read_jsonl_cases(path: Path | str, *, holdout: float = 0.2) -> ImportReport:
     ``input`` (the user's text), optionally ``system``, ``reference`` (or ``expected`` /
     ``output``), ``metadata``, ``split`` and ``trace_id``. A bad line is reported with its
     number and skipped; a repeated input is kept once (the first)."""
+    if not 0.0 <= holdout <= 1.0:  # not per line: it is no fault of the file's
+        raise ValueError(f"holdout share must be in [0, 1], got {holdout}")
     path = Path(path)
     cases: list[Case] = []
     errors: list[str] = []

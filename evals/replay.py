@@ -57,7 +57,8 @@ __all__ = [
 
 #: Eval traffic lands in ``<project>`` + this suffix, out of the production project's metrics.
 EVAL_PROJECT_SUFFIX = ".eval"
-#: ``progress(done, total)`` after each case of a run finishes.
+#: ``progress(done, total)`` as a run's finished cases are stored (one at a time, or in groups
+#: when an evaluator scores a batch at once).
 Progress = Callable[[int, int], None]
 
 
@@ -262,7 +263,7 @@ def _span_rows(
         "name": f"chat {model}".strip(),
         "kind": "CLIENT",
         "operation": "chat",
-        "provider": str(run.target.get("kind")),
+        "provider": run.target.get("kind"),
         "request_model": model or None,
         "response_model": completion.model,
         "input_tokens": completion.input_tokens,

@@ -65,3 +65,16 @@ def test_every_command_is_documented() -> None:
 )
 def test_every_setting_is_documented(variable: str) -> None:
     assert f"| `{variable}` |" in README
+
+
+def test_readme_eval_dataset_example_imports_cleanly(tmp_path: Path) -> None:
+    from evals.datasets import read_jsonl_cases
+
+    [block] = re.findall(r"```jsonl\n(.*?)```", README, flags=re.DOTALL)
+    path = tmp_path / "cases.jsonl"
+    path.write_text(block, encoding="utf-8")
+    imported = read_jsonl_cases(path)
+    assert imported.errors == []
+    first, second = imported.cases
+    assert first.user_input == "How do I get a refund?" and first.metadata == {"topic": "billing"}
+    assert second.system_prompt == "Be brief." and second.reference is not None

@@ -231,9 +231,10 @@ def _runs_tab(conn: Any, project: str) -> None:
         ),
         (pl.col("dataset") + "@" + pl.col("version").cast(pl.String)).alias("dataset"),
         pl.col("evaluators").map_elements(lambda e: ", ".join(json.loads(e)), return_dtype=pl.String),
+        pl.col("split").fill_null("all"),
     ).select(
-        "run_id", "name", "time", "dataset", "split", "target", "evaluators", "num_done",
-        "num_cases", "num_errors", "median_latency_ms",
+        "run_id", "name", "dataset", "target", "num_done", "num_cases", "num_errors",
+        "median_latency_ms", "evaluators", "split", "time",
     )  # fmt: skip
     st.dataframe(
         table,
@@ -328,7 +329,13 @@ def _datasets_tab(conn: Any, scope: Scope, project: str) -> None:
         ]  # fmt: skip
         st.dataframe(
             pl.DataFrame(rows), hide_index=True,
-            column_config={"trace": st.column_config.LinkColumn("Trace", display_text="open")},
+            column_config={
+                "case_id": "Case", "split": "Split",
+                "input": st.column_config.TextColumn("Input (last user message)", width="large"),
+                "reference": st.column_config.TextColumn("Reference", width="medium"),
+                "model": "Model", "route": "Route", "feedback": "Vote",
+                "trace": st.column_config.LinkColumn("Trace", display_text="open"),
+            },
         )  # fmt: skip
         if len(dataset.cases) > 500:
             st.caption(f"The first 500 of {len(dataset.cases):,} cases.")

@@ -11,6 +11,7 @@ import dataclasses
 import math
 import secrets
 from typing import Any
+from urllib.parse import urlencode
 
 import duckdb
 import polars as pl
@@ -386,6 +387,16 @@ def _show_rows(rows: pl.DataFrame, scope: Scope, key: str) -> None:
     st.caption("Select a row to open its trace here, or use “open ↗” for a new tab.")
 
 
+def _evals_link() -> str:
+    """The Evals page's dataset form, with the sidebar and this list's filters."""
+    own = {k: st.query_params.get_all(k) for k in LIST_PARAMS if k not in ("sort", "order", "page")}
+    shared = {k: st.query_params.get_all(k) for k in ui.FILTER_PARAMS}
+    params = {k: v for k, v in shared.items() if v}
+    params["tab"] = ["Datasets"]
+    params["filter"] = [urlencode({k: v for k, v in own.items() if v}, doseq=True)]
+    return f"/evals?{urlencode(params, doseq=True)}"
+
+
 def _list_view(conn: duckdb.DuckDBPyConnection, scope: Scope) -> None:
     user = _one("user")
     if user:
@@ -436,7 +447,7 @@ def _list_view(conn: duckdb.DuckDBPyConnection, scope: Scope) -> None:
             f"**{ui.format_count(num_total)} requests** · showing {first:,}–{last:,}, "
             f"page {page:,} of {pages:,}"
         )
-    nav = st.columns([1, 1, 4])
+    nav = st.columns([1, 1, 2, 2])
     if nav[0].button("← Newer" if sort == "start_time" else "← Previous", disabled=page <= 1):
         st.query_params["page"] = str(page - 1)
         st.rerun()
@@ -453,6 +464,12 @@ def _list_view(conn: duckdb.DuckDBPyConnection, scope: Scope) -> None:
                 file_name="annotated-traces.jsonl",
                 mime="application/jsonl",
             )
+    if num_total:
+        nav[3].markdown(
+            f"[Save as an eval dataset →]({_evals_link()})",
+            help="Open the Evals page's dataset form with these filters: each request's "
+            "answer becomes a case, what production answered its reference.",
+        )
 
 
 def _sample_view(

@@ -12,6 +12,7 @@ import analytics
 from analytics import (
     alerts,
     business,
+    cache,
     changes,
     columns,
     cost,
@@ -25,6 +26,7 @@ from analytics import (
     overview,
     preferences,
     quality,
+    routing,
     scope,
     slos,
     throughput,
@@ -32,7 +34,7 @@ from analytics import (
 
 MODULES = (
     scope, latency, overview, cost, goodput, slos, throughput, guardrails, quality, changes, alerts,
-    embeddings, drift, columns, feedback, implicit, business, preferences,
+    embeddings, drift, columns, feedback, implicit, business, preferences, cache, routing,
 )  # fmt: skip
 
 
