@@ -11,7 +11,7 @@ be kept in (a cache per user).
 **Exact cache.** Two calls are the same request when they ask the same model with the same
 system prompt, the same input messages (every message attribute the span carries, not only the
 last user message) and the same parameters (temperature, max tokens, …). A call is a *hit*
-when the previous identical call had finished before it started and ended at most ``ttl``
+when an identical call had finished before it started, the latest of them at most ``ttl``
 before it (an entry lives ``ttl`` after the last call that stored or read it).
 
 **Semantic cache.** A call is a hit at threshold *t* when an earlier call to the same model with
@@ -20,8 +20,9 @@ embedding's cosine similarity to this call's is at least *t*; the answer served 
 nearest earlier call's. The **risk** at *t* is the share of hits whose served answer disagrees
 with the answer actually given: the two answers' embeddings have cosine below
 ``answer_agreement``, or one got a thumbs up and the other a thumbs down. The recommended
-threshold is the lowest whose disagreement share is at most ``max_risk`` (with at least
-:data:`MIN_HITS` hits).
+threshold is the lowest whose disagreement share is at most ``max_risk`` with 95% confidence
+(the Wilson interval's upper end; and at least :data:`MIN_HITS` hits): 1 disagreeing hit in 21
+is 4.8%, but could well be 20%, so a recommendation needs enough hits to rule that out.
 
 Savings are the latency and cost of the hits (a cache lookup is taken as free), and a 30-day
 projection of the cost from the window's rate.
@@ -183,21 +184,27 @@ class ExactCache:
 
 
 def _exact_hits(calls: pl.DataFrame, ttl: timedelta) -> pl.Series:
-    """Per call (in ``calls``' order): a hit of an exact cache."""
+    """Per call (in ``calls``' order): a hit of an exact cache — the latest identical call
+    that ended before it started (and so stored or read the entry) ended at most ``ttl``
+    before it. Failed calls ask but store nothing, like the semantic cache's."""
     frame = calls.with_row_index("_row")
-    stored = frame.filter(pl.col("excluded").is_null() & ~pl.col("failed")).sort(
-        "start_time", "span_id"
+    kept = frame.filter(pl.col("excluded").is_null())
+    entries = kept.filter(~pl.col("failed")).select(
+        "input_key", pl.col("end_time").alias("_entry_end")
     )
-    stored = stored.with_columns(
-        pl.col("end_time").shift(1).over("input_key").alias("_prev_end")
-    ).with_columns(
-        (
-            pl.col("_prev_end").is_not_null()
-            & (pl.col("_prev_end") <= pl.col("start_time"))
-            & (pl.col("start_time") - pl.col("_prev_end") <= ttl)
-        ).alias("hit")
-    )
-    hits = frame.join(stored.select("_row", "hit"), on="_row", how="left")
+    # Not the previous identical call alone: it may still be running while an older one's
+    # answer is cached. Strictly before: a call that took no time is not its own entry.
+    asked = (
+        kept.select("_row", "input_key", "start_time")
+        .sort("start_time")
+        .join_asof(
+            entries.sort("_entry_end"), left_on="start_time", right_on="_entry_end",
+            by="input_key", strategy="backward", allow_exact_matches=False,
+            check_sortedness=False,  # sorted just above
+        )
+        .select("_row", (pl.col("start_time") - pl.col("_entry_end") <= ttl).alias("hit"))
+    )  # fmt: skip
+    hits = frame.join(asked, on="_row", how="left")
     return hits.sort("_row")["hit"].fill_null(False)
 
 
@@ -219,7 +226,9 @@ def exact_cache_opportunity(
     hits = calls.with_columns(_exact_hits(calls, rules.ttl).alias("hit"))
     hit_rows = hits.filter(pl.col("hit"))
     saved_cost = float(hit_rows["cost_usd"].fill_null(0.0).sum())
-    excluded = hits.filter(pl.col("excluded").is_not_null()).group_by("excluded").len()
+    excluded = (
+        hits.filter(pl.col("excluded").is_not_null()).group_by("excluded").len().sort("excluded")
+    )
     repeats = (
         hits.filter(pl.col("excluded").is_null())
         .group_by("input_key")
@@ -349,7 +358,8 @@ def _neighbours(eligible: pl.DataFrame, vectors: np.ndarray, rules: CacheRules) 
         )  # fmt: skip
         index, sims = nearest_earlier(vectors[rows], starts, ends, ttl_ns)
         neighbour[rows] = np.where(index >= 0, rows[np.maximum(index, 0)], -1)
-        similarity[rows] = sims
+        # float32 dot products put identical texts at 1 ± 2e-7: round them to what they are
+        similarity[rows] = np.where(np.isfinite(sims), np.round(sims, 6), sims)
     return eligible.with_columns(
         pl.Series("neighbour", neighbour), pl.Series("similarity", similarity)
     )
@@ -490,13 +500,16 @@ def _judge_answers(
 
 
 def _recommend(by_threshold: pl.DataFrame, max_risk: float) -> tuple[float | None, str]:
+    # The interval's upper end, not the share itself: 1 disagreeing hit in 21 is 4.8%, but
+    # could well be 20%.
     usable = by_threshold.filter(
-        (pl.col("num_hits") >= MIN_HITS) & (pl.col("disagreement_rate") <= max_risk)
+        (pl.col("num_hits") >= MIN_HITS) & (pl.col("disagreement_high") <= max_risk)
     )
     if usable.is_empty():
         return None, (
-            f"No threshold has at least {MIN_HITS} hits with at most {max_risk:.0%} of them "
-            "serving a disagreeing answer: a semantic cache is not recommended on this traffic."
+            f"No threshold has enough hits to show that at most {max_risk:.0%} of them would "
+            "serve a disagreeing answer (the 95% interval's upper end): a semantic cache is not "
+            "recommended on this traffic."
         )
     row = usable.row(0, named=True)
     saving = row["monthly_saving_usd"]
@@ -523,7 +536,8 @@ def _examples(hits: pl.DataFrame, thresholds: list[float], num: int) -> pl.DataF
     ]  # fmt: skip
     parts = []
     for i, threshold in enumerate(thresholds):
-        upper = thresholds[i + 1] if i + 1 < len(thresholds) else 1.0 + 1e-9
+        # The top band has no upper bound: float32 similarities of equal texts can pass 1.
+        upper = thresholds[i + 1] if i + 1 < len(thresholds) else np.inf
         band = hits.filter((pl.col("similarity") >= threshold) & (pl.col("similarity") < upper))
         parts.append(
             band.sort("similarity", "span_id").head(num).select(columns)

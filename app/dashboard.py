@@ -38,9 +38,7 @@ PAGES = [
         _PAGES_DIR / "feedback.py", title="Feedback & business", icon=":material/thumbs_up_down:"
     ),
     st.Page(_PAGES_DIR / "evals.py", title="Evals", icon=":material/fact_check:"),
-    st.Page(
-        _PAGES_DIR / "opportunities.py", title="Opportunities", icon=":material/savings:"
-    ),
+    st.Page(_PAGES_DIR / "opportunities.py", title="Opportunities", icon=":material/savings:"),
     st.Page(_PAGES_DIR / "traces.py", title="Traces", icon=":material/account_tree:"),
     st.Page(_PAGES_DIR / "alerts.py", title="Alerts", icon=":material/notifications:"),
 ]

@@ -715,8 +715,8 @@ def add_eval_parser(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "cases first with a diff. Exit 1 when a --fail-if-worse evaluator got significantly "
         "worse, 2 when a run or evaluator is unknown.",
     )
-    p.add_argument("run", metavar="RUN_ID")
-    p.add_argument("--baseline", required=True, metavar="RUN_ID")
+    p.add_argument("run", metavar="RUN", help="a run id, or a run name (its newest run)")
+    p.add_argument("--baseline", required=True, metavar="RUN", help="a run id or name")
     p.add_argument(
         "--fail-if-worse",
         action="append",

@@ -29,6 +29,16 @@ def _short(text: Any, size: int = MAX_TEXT) -> str:
     return flat if len(flat) <= size else flat[: size - 1] + "…"
 
 
+def duration_text(span: timedelta) -> str:
+    """A time to live in words: ``1 hour``, ``5 minutes``, ``1 day``, ``90 seconds``."""
+    seconds = span.total_seconds()
+    for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}" + ("s" if count > 1 else "")
+    return f"{seconds:g} seconds"
+
+
 def _usd(value: float | None) -> str:
     return "—" if value is None else f"${value:,.2f}" if value >= 1 else f"${value:,.4f}"
 
@@ -43,7 +53,7 @@ def render_exact(exact: ExactCache) -> list[str]:
     lines = [
         "## Exact cache",
         "",
-        f"Time to live {exact.ttl}: **{exact.num_hits:,} of {exact.num_calls:,} calls "
+        f"Time to live {duration_text(exact.ttl)}: **{exact.num_hits:,} of {exact.num_calls:,} calls "
         f"({_pct(exact.hit_rate)})** repeat an identical earlier request, saving "
         f"{_usd(exact.saved_cost_usd)} ({_usd(exact.monthly_saving_usd)} a month) and "
         f"{exact.saved_latency_ms / 1000:,.1f} s of model time. Excluded: {excluded or 'none'}.",
@@ -64,7 +74,7 @@ def render_semantic(semantic: SemanticCache) -> list[str]:
         "## Semantic cache",
         "",
         f"{semantic.num_compared:,} calls compared (nearest earlier input, same model and system "
-        f"prompt, within {semantic.ttl}); a hit disagrees when the answers' similarity is below "
+        f"prompt, within {duration_text(semantic.ttl)}); a hit disagrees when the answers' similarity is below "
         f"{semantic.answer_agreement} or their votes are opposite.",
         "",
         "| threshold | hits | hit rate | saved a month | disagreeing hits (95%) |",
@@ -154,6 +164,9 @@ def cmd_opportunities(args: argparse.Namespace) -> int:
             exclude_routes=tuple(args.exclude_route or ()),
             per_user=args.per_user,
         )
+        thresholds = tuple(args.threshold or DEFAULT_THRESHOLDS)
+        if not all(0.0 < t <= 1.0 for t in thresholds):
+            raise ValueError(f"thresholds must be in (0, 1], got {', '.join(map(str, thresholds))}")
     except (argparse.ArgumentTypeError, ValueError) as exc:
         print(f"flywheel report: {exc}", file=sys.stderr)
         return 2
@@ -168,7 +181,7 @@ def cmd_opportunities(args: argparse.Namespace) -> int:
     lines += render_exact(exact_cache_opportunity(conn, scope, rules))
     if not args.no_embeddings:
         semantic = semantic_cache_opportunity(
-            conn, scope, rules, thresholds=args.threshold or DEFAULT_THRESHOLDS,
+            conn, scope, rules, thresholds=thresholds,
             max_risk=args.max_risk,
         )  # fmt: skip
         lines += ["", *render_semantic(semantic)]
@@ -209,7 +222,7 @@ def add_opportunities_parser(kinds: Any, common: argparse.ArgumentParser) -> Non
     )
     p.add_argument("--max-risk", type=float, default=0.05, help="disagreeing hits allowed (0.05)")
     p.add_argument("--intents", type=int, default=8, help="intent clusters (8)")
-    p.add_argument("--margin", type=float, default=0.02, help="non-inferiority margin (0.02)")
+    p.add_argument("--margin", type=float, default=0.05, help="non-inferiority margin (0.05)")
     p.add_argument("--eval-metric", default="judge", help="eval score compared per model (judge)")
     p.add_argument("--no-embeddings", action="store_true", help="the exact cache only")
     p.set_defaults(func=cmd_opportunities)

@@ -142,9 +142,11 @@ def start_run(
     return run
 
 
-READ_RUNS_SQL = """
-SELECT * FROM eval_runs WHERE project = $project AND ($run_id IS NULL OR run_id = $run_id)
-ORDER BY time DESC, run_id
+# A run by id, else the newest run with that name.
+READ_RUN_SQL = """
+SELECT * FROM eval_runs WHERE project = $project AND (run_id = $ref OR name = $ref)
+ORDER BY run_id = $ref DESC, time DESC, run_id
+LIMIT 1
 """
 
 
@@ -163,11 +165,11 @@ def _run_info(row: dict[str, Any]) -> RunInfo:
     )
 
 
-def read_run(conn: duckdb.DuckDBPyConnection, project: str, run_id: str) -> RunInfo:
-    """A recorded run (LookupError if there is none)."""
-    rows = query(conn.cursor(), READ_RUNS_SQL, {"project": project, "run_id": run_id}).to_pylist()
+def read_run(conn: duckdb.DuckDBPyConnection, project: str, ref: str) -> RunInfo:
+    """A recorded run by id, or the newest run named ``ref`` (LookupError if there is none)."""
+    rows = query(conn.cursor(), READ_RUN_SQL, {"project": project, "ref": ref}).to_pylist()
     if not rows:
-        raise LookupError(f"no eval run {run_id!r} in project {project!r}")
+        raise LookupError(f"no eval run with id or name {ref!r} in project {project!r}")
     return _run_info(rows[0])
 
 

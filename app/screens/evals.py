@@ -200,11 +200,11 @@ def _compare_tab(conn: Any, project: str) -> None:
         f"{cases.height:,} cases both runs have; score difference = the sum over evaluators "
         "of candidate − baseline. Select a row to read both outputs side by side."
     )
+    shown = ["case_id", "score_difference", "input", "candidate_output", "baseline_output"]
+    if cases["candidate_error"].is_not_null().any():
+        shown.append("candidate_error")
     event = st.dataframe(
-        cases.select(
-            "case_id", "score_difference", "input", "candidate_output", "baseline_output",
-            "candidate_error",
-        ),
+        cases.select(shown),
         hide_index=True, on_select="rerun", selection_mode="single-row", key="cases",
         column_config={
             "case_id": "Case",

@@ -16,6 +16,7 @@ from analytics.cache import CacheRules, exact_cache_opportunity, semantic_cache_
 from analytics.routing import routing_opportunity
 from analytics.scope import Scope
 from app import components as ui
+from app.opportunities_cmd import duration_text
 
 TABS = {"Exact cache": "exact", "Semantic cache": "semantic", "Routing": "routing"}
 TTLS = {"60": "1 hour", "5": "5 minutes", "1440": "1 day", "10080": "1 week"}
@@ -118,7 +119,7 @@ def _semantic_tab(conn: Any, scope: Scope, rules: CacheRules) -> None:
     )  # fmt: skip
     st.caption(
         f"{semantic.num_compared:,} calls compared with the nearest earlier input to the same "
-        f"model and system prompt that had finished less than {rules.ttl} before. A hit "
+        f"model and system prompt that had finished less than {duration_text(rules.ttl)} before. A hit "
         f"disagrees when the answer it would serve is far from the one given (embedding "
         f"similarity below {semantic.answer_agreement}) or the two got opposite votes. "
         + " ".join(f"Note: {n}." for n in semantic.notes)
@@ -157,9 +158,26 @@ def _first_line(texts: list[str], size: int = 70) -> str:
     return text if len(text) <= size else text[: size - 1] + "…"
 
 
+INTENTS = ["8", "3", "4", "5", "6", "10", "12", "16", "20"]
+MARGINS = {"0.05": "5 points", "0.02": "2 points", "0.1": "10 points", "0.15": "15 points"}
+
+
 def _routing_tab(conn: Any, scope: Scope) -> None:
+    left, right, _ = st.columns([1, 1, 2])
+    intents = ui.url_choice(
+        left.selectbox, "Intents", INTENTS, "intents",
+        help="How many k-means topics the inputs are split into.",
+    )  # fmt: skip
+    margin = ui.url_choice(
+        right.selectbox, "Margin", list(MARGINS), "margin", format_func=MARGINS.get,
+        help="How much worse a cheaper model may be (thumbs-down rate, eval score) and still "
+        "count as doing as well. 2 points needs about 1,700 votes on each model.",
+    )  # fmt: skip
     try:
-        routing = routing_opportunity(conn, scope, progress=ui.embedding_progress("inputs"))
+        routing = routing_opportunity(
+            conn, scope, num_intents=int(intents), margin=float(margin),
+            progress=ui.embedding_progress("inputs"),
+        )  # fmt: skip
     except ValueError as exc:
         st.info(f"Not enough traffic in this range: {exc}.")
         return

@@ -89,3 +89,31 @@ def test_guardrails_page_finds_the_injection_spike_and_opens_its_traces(page: ob
     page.wait_for_selector('[data-testid="stDataFrame"] canvas', timeout=30_000)  # type: ignore[attr-defined]
     page.wait_for_timeout(1000)  # type: ignore[attr-defined]
     page.screenshot(path=str(SCREENSHOTS / "guardrails-traces.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def test_evals_page_compares_the_sample_runs(page: object) -> None:
+    url = page.base_url  # type: ignore[attr-defined]
+    page.goto(f"{url}/evals")  # type: ignore[attr-defined]
+    page.get_by_text("Cases, regressed first").first.wait_for(timeout=60_000)  # type: ignore[attr-defined]
+    page.wait_for_selector('[data-testid="stDataFrame"] canvas', timeout=30_000)  # type: ignore[attr-defined]
+    page.wait_for_timeout(1500)  # type: ignore[attr-defined]  # the grids paint after they mount
+    page.screenshot(path=str(SCREENSHOTS / "evals.png"), full_page=True)  # type: ignore[attr-defined]
+    # the simulated two-sentence candidate no longer matches what production said
+    assert _metric(page, "Regressed evaluators") == "1"
+    assert page.get_by_text("--- baseline").count() == 1  # type: ignore[attr-defined]
+
+
+def test_traces_list_saves_its_filter_as_an_eval_dataset(page: object) -> None:
+    url = page.base_url  # type: ignore[attr-defined]
+    page.goto(f"{url}/traces?q=export&status=ok")  # type: ignore[attr-defined]
+    link = page.get_by_role("link", name="Save as an eval dataset →")  # type: ignore[attr-defined]
+    link.wait_for(timeout=60_000)
+    href = link.get_attribute("href")
+    assert "tab=Datasets" in href and "filter=" in href
+    page.goto(href if href.startswith("http") else f"{url}{href}")  # type: ignore[attr-defined]
+    name = page.get_by_role("textbox", name="Name")  # type: ignore[attr-defined]
+    name.wait_for(timeout=60_000)
+    assert page.get_by_role("textbox", name="Traces filter").input_value() == "q=export&status=ok"  # type: ignore[attr-defined]
+    name.fill("exports")
+    page.get_by_role("button", name="Create dataset").click()  # type: ignore[attr-defined]
+    page.get_by_text("Wrote exports@1").first.wait_for(timeout=60_000)  # type: ignore[attr-defined]

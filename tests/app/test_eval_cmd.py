@@ -293,6 +293,9 @@ def test_compare_fails_on_a_worse_candidate_only(runs: Runs) -> None:
     code, out, err = cli("eval", "compare", runs.good, *gate, *data_dir)
     assert code == 0, err
     assert "REGRESSION" not in err and "Regressed cases" not in out
+    # a run can be named by its name (the newest run with it), as a CI script would
+    by_name = ["--baseline", "ref", "--fail-if-worse", "exact"]
+    assert cli("eval", "compare", runs.bad, *by_name, *data_dir)[0] == 1
 
 
 def test_compare_json_has_the_numbers(runs: Runs) -> None:
@@ -335,7 +338,7 @@ def test_compare_errors(runs: Runs) -> None:
     )
     assert code == 2 and "no evaluator 'judge'" in err
     code, _, err = cli("eval", "compare", "run-nope", "--baseline", runs.baseline, *data_dir)
-    assert code == 2 and "no eval run 'run-nope'" in err
+    assert code == 2 and "no eval run with id or name 'run-nope'" in err
 
 
 def test_run_argument_errors(runs: Runs, server: FakeOpenAI) -> None:
@@ -351,7 +354,7 @@ def test_run_argument_errors(runs: Runs, server: FakeOpenAI) -> None:
     code, _, err = cli("eval", "run", "--dataset", "qa@9", "--recorded", "reference", *data_dir)
     assert code == 1 and "no version 9" in err
     code, _, err = cli("eval", "run", "--resume", "run-nope", *data_dir)
-    assert code == 1 and "no eval run 'run-nope'" in err
+    assert code == 1 and "no eval run with id or name 'run-nope'" in err
 
 
 def test_the_default_split_is_test(tmp_path: Path) -> None:
