@@ -57,8 +57,9 @@ ORDER BY hash(span_id, $seed), span_id
 LIMIT $sample_size
 """
 
-# The mean score of one evaluator per production trace, from runs that scored what production
-# answered (recorded references): the latest result of each case.
+# The mean score of one evaluator per production model call (the case's source span: a score
+# belongs to the call that answered, not to the other calls of its request), from runs that
+# scored what production answered (recorded references): the latest result of each case.
 EVAL_SCORES_SQL = """
 WITH runs AS (
     SELECT run_id, dataset, version FROM eval_runs
@@ -69,16 +70,18 @@ WITH runs AS (
     SELECT r.run_id, r.case_id, r.scores
     FROM eval_results AS r
     WHERE r.project = $project AND r.run_id IN (SELECT run_id FROM runs)
-    QUALIFY row_number() OVER (PARTITION BY r.run_id, r.case_id ORDER BY r.time DESC) = 1
+    QUALIFY row_number() OVER (
+        PARTITION BY r.run_id, r.case_id ORDER BY r.time DESC, r.result_id DESC
+    ) = 1
 )
-SELECT c.source_trace_id AS trace_id, avg(CAST(l.scores[$metric] AS DOUBLE)) AS eval_score
+SELECT c.source_span_id AS span_id, avg(CAST(l.scores[$metric] AS DOUBLE)) AS eval_score
 FROM latest AS l
 JOIN runs AS u USING (run_id)
 JOIN eval_cases AS c
     ON c.project = $project AND c.dataset = u.dataset AND c.version = u.version
     AND c.case_id = l.case_id
-WHERE c.source_trace_id IS NOT NULL AND l.scores[$metric] IS NOT NULL
-GROUP BY c.source_trace_id
+WHERE c.source_span_id IS NOT NULL AND l.scores[$metric] IS NOT NULL
+GROUP BY c.source_span_id
 """
 
 
@@ -291,7 +294,7 @@ def routing_opportunity(
     ).join(votes, on="span_id", how="left")
     if eval_metric:
         scores = _eval_scores(conn, scope.project, eval_metric)
-        calls = calls.join(scores, on="trace_id", how="left")
+        calls = calls.join(scores, on="span_id", how="left")
     else:
         calls = calls.with_columns(pl.lit(None, pl.Float64).alias("eval_score"))
     intents = (

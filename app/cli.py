@@ -13,9 +13,10 @@ from importlib import resources
 from pathlib import Path
 
 from app.alerts_cmd import add_alerts_parser
-from app.eval_cmd import add_eval_parser, load_sample_evals
+from app.eval_cmd import add_eval_parser
 from app.feedback_cmd import add_feedback_parsers
 from app.report import add_report_parser
+from app.sample_evals import load_sample_evals
 from app.settings import Settings, SettingsError
 from ingest.guard import Guard
 from ingest.loader import FileReport, ingest_paths

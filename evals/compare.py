@@ -3,8 +3,10 @@
 Cases are paired by id; an evaluator is compared on the cases both runs scored. Per evaluator:
 the mean score of each run, the mean paired difference (candidate − baseline) with a 95%
 percentile bootstrap interval (cases resampled with replacement, 2,000 times, seeded), wins /
-losses / ties, and the two-sided Wilcoxon signed-rank p-value (zero differences dropped; 1.0
-when every pair ties). A change is *significant* when p < ``alpha``; a significant negative
+losses / ties, and the two-sided p-value of a paired sign-flip permutation test of the mean
+difference (:func:`paired_permutation_p_value`; 1.0 when every pair ties), so a verdict's
+direction and its significance come from the same statistic (a rank test can call a lower mean
+"significantly better"). A change is *significant* when p < ``alpha``; a significant negative
 difference is a **regression** (what ``flywheel eval compare --fail-if-worse`` gates on).
 ``answered`` (1 when the target answered, 0 when it failed) is compared like an evaluator, so
 a candidate that errors more is caught too.
@@ -25,7 +27,6 @@ from datetime import datetime
 
 import numpy as np
 import polars as pl
-from scipy import stats
 
 from analytics.cost import PriceTable, load_price_table, match_price_model
 from evals.cases import Case
@@ -39,12 +40,13 @@ __all__ = [
     "cost_usd",
     "output_diff",
     "paired_bootstrap_interval",
-    "wilcoxon_p_value",
+    "paired_permutation_p_value",
 ]
 
 #: The pseudo-evaluator every comparison includes: did the target answer.
 ANSWERED = "answered"
 NUM_BOOTSTRAP = 2000
+NUM_PERMUTATIONS = 9999
 _TIE = 1e-9
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -76,17 +78,45 @@ def paired_bootstrap_interval(
     return (float(low), float(high))
 
 
-def wilcoxon_p_value(differences: np.ndarray) -> float:
-    """Two-sided Wilcoxon signed-rank p-value of paired differences (zeros dropped; 1.0 when
-    nothing differs).
+def paired_permutation_p_value(
+    differences: np.ndarray, *, num: int = NUM_PERMUTATIONS, seed: int = 0
+) -> float:
+    """Two-sided p-value of a paired sign-flip permutation test on the mean difference.
 
-    >>> wilcoxon_p_value(np.zeros(5))
+    Under "no difference" each case's difference is as likely to have either sign; the p-value
+    is the share of sign patterns whose mean is at least as far from 0 as the one observed. All
+    2^n patterns when that is at most ``num + 1``; otherwise ``num`` random ones (seeded),
+    counting the observed one, so p is never 0. It tests the same statistic the verdict reads
+    its direction from (the mean), unlike a rank test.
+
+    Args:
+        differences: candidate − baseline, one per case.
+        num: random sign patterns when enumerating them all would take more.
+        seed: the generator's seed (the same data give the same p).
+
+    Returns:
+        The p-value; 1.0 when nothing differs.
+
+    >>> paired_permutation_p_value(np.array([1.0, 1.0, 1.0]))  # 2 of 8 patterns: all + or all -
+    0.25
+    >>> paired_permutation_p_value(np.zeros(4))
     1.0
     """
-    nonzero = differences[np.abs(differences) > _TIE]
-    if nonzero.size == 0:
+    d = np.asarray(differences, dtype=np.float64)
+    if d.size == 0 or not (np.abs(d) > _TIE).any():
         return 1.0
-    return float(stats.wilcoxon(nonzero, zero_method="wilcox", alternative="two-sided").pvalue)
+    observed = abs(d.mean())
+    if 2**d.size <= num + 1:
+        signs = 1 - 2 * ((np.arange(2**d.size)[:, None] >> np.arange(d.size)) & 1)
+        means = np.abs(signs @ d) / d.size
+        return float(np.mean(means >= observed - _TIE))
+    rng = np.random.default_rng(seed)
+    extreme = 0
+    for start in range(0, num, 2000):  # in chunks: num × n signs at once could be large
+        size = min(2000, num - start)
+        signs = rng.choice(np.array([-1.0, 1.0]), size=(size, d.size))
+        extreme += int((np.abs(signs @ d) / d.size >= observed - _TIE).sum())
+    return (extreme + 1) / (num + 1)
 
 
 @dataclass(frozen=True)
@@ -265,7 +295,7 @@ def compare_runs(
         a = rows["score"].to_numpy()
         b = rows["score_baseline"].to_numpy()
         diff = a - b
-        p = wilcoxon_p_value(diff)
+        p = paired_permutation_p_value(diff, seed=seed)
         evaluators.append(
             EvaluatorComparison(
                 evaluator=name,

@@ -503,9 +503,14 @@ def _load_custom(spec: str, target: str) -> Evaluator:
 
 def parse_evaluator(spec: str, *, context: EvaluatorContext) -> Evaluator:
     """The evaluator a spec names, ``name`` or ``name:arg`` (see :data:`EVALUATORS`);
-    ValueError saying which spec and why when it cannot be built."""
+    ValueError saying which spec and why when it cannot be built.
+
+    Its scores are stored under the spec itself (``regex:^a``, ``max_latency_ms:2000``), so two
+    of a kind with different arguments keep apart; a custom (``py:``) one under its own name.
+    """
     name, _, raw_arg = spec.strip().partition(":")
     arg = raw_arg or None
+    key = f"{name}:{arg}" if arg is not None else name
     if name not in EVALUATORS:
         raise ValueError(f"unknown evaluator {name!r} in {spec!r}; known: {', '.join(EVALUATORS)}")
     if arg is not None and name in ("exact", "normalized", "json_valid", "judge"):
@@ -515,19 +520,21 @@ def parse_evaluator(spec: str, *, context: EvaluatorContext) -> Evaluator:
             raise ValueError(f"{spec!r}: {name} needs an argument ({EVALUATORS[name]})")
         if name == "py":
             return _load_custom(spec, arg)
-        return per_case(name, _regex(arg) if name == "regex" else _json_schema(arg))
+        return per_case(key, _regex(arg) if name == "regex" else _json_schema(arg))
     if name == "exact":
-        return per_case(name, _equal(str, "output"))
+        return per_case(key, _equal(str, "output"))
     if name == "normalized":
-        return per_case(name, _equal(normalize_text, "normalized output"))
+        return per_case(key, _equal(normalize_text, "normalized output"))
     if name == "contains":
-        return per_case(name, _contains(arg))
+        return per_case(key, _contains(arg))
     if name == "json_valid":
-        return per_case(name, _json_valid)
+        return per_case(key, _json_valid)
     if name == "similarity":
         if context.data_dir is None:
             raise ValueError(f"{spec!r}: similarity needs a data directory (its embedding cache)")
-        return Similarity(context.data_dir, arg or DEFAULT_MODEL)
+        similarity = Similarity(context.data_dir, arg or DEFAULT_MODEL)
+        similarity.name = key
+        return similarity
     if name == "judge":
         if context.judge is None:
             raise ValueError(f"{spec!r}: judge needs --judge-model")
@@ -535,9 +542,9 @@ def parse_evaluator(spec: str, *, context: EvaluatorContext) -> Evaluator:
     if name == "max_cost_usd":
         if context.cost_of is None:
             raise ValueError(f"{spec!r}: max_cost_usd needs prices (no cost_of in the context)")
-        return per_case(name, _budget(_limit(spec, name, arg, False), context.cost_of, "cost"))
+        return per_case(key, _budget(_limit(spec, name, arg, False), context.cost_of, "cost"))
     what, whole, measure = _BUDGETS[name]
-    return per_case(name, _budget(_limit(spec, name, arg, whole), measure, what))
+    return per_case(key, _budget(_limit(spec, name, arg, whole), measure, what))
 
 
 def score_all(

@@ -35,7 +35,7 @@ import pyarrow as pa
 from evals.cases import Case, Completion, Score
 from evals.datasets import Dataset
 from evals.evaluators import Evaluator, score_all
-from evals.targets import Target
+from evals.targets import RecordedCall, Target, take_recorded_calls
 from store.catalog import query
 from store.lake import EVAL_RESULTS, EVAL_RUNS, SPANS
 from store.schema import EVAL_RESULT_SCHEMA, EVAL_RUN_SCHEMA, SPAN_SCHEMA
@@ -53,6 +53,7 @@ __all__ = [
     "reference_outputs",
     "replay",
     "start_run",
+    "target_label",
 ]
 
 #: Eval traffic lands in ``<project>`` + this suffix, out of the production project's metrics.
@@ -60,6 +61,16 @@ EVAL_PROJECT_SUFFIX = ".eval"
 #: ``progress(done, total)`` as a run's finished cases are stored (one at a time, or in groups
 #: when an evaluator scores a batch at once).
 Progress = Callable[[int, int], None]
+
+
+def target_label(target: dict[str, Any] | str) -> str:
+    """A run's target in a few words: its model, or where its recorded outputs came from.
+
+    >>> target_label('{"kind": "recorded", "source": "reference"}')
+    'recorded: reference'
+    """
+    described = json.loads(target) if isinstance(target, str) else target
+    return str(described.get("model") or f"recorded: {described.get('source')}")
 
 
 def eval_project(project: str) -> str:
@@ -174,20 +185,20 @@ def read_run(conn: duckdb.DuckDBPyConnection, project: str, ref: str) -> RunInfo
 
 
 # The latest result of each case of each run (a resumed run may have called a case again).
-LATEST_RESULTS_SQL = """
+_LATEST = "QUALIFY row_number() OVER (PARTITION BY run_id, case_id ORDER BY time DESC, result_id DESC) = 1"
+
+LATEST_RESULTS_SQL = f"""
 SELECT * REPLACE (map_entries(scores) AS scores, map_entries(score_details) AS score_details)
 FROM eval_results
 WHERE project = $project AND list_contains($run_ids, run_id)
-QUALIFY row_number() OVER (PARTITION BY run_id, case_id ORDER BY time DESC, result_id DESC) = 1
+{_LATEST}
 ORDER BY run_id, case_id
 """
 
-LIST_RUNS_SQL = """
+LIST_RUNS_SQL = f"""
 WITH latest AS (
-    SELECT run_id, case_id, error, latency_ms
-    FROM eval_results
-    WHERE project = $project
-    QUALIFY row_number() OVER (PARTITION BY run_id, case_id ORDER BY time DESC, result_id DESC) = 1
+    SELECT run_id, case_id, error, latency_ms FROM eval_results WHERE project = $project
+    {_LATEST}
 )
 SELECT
     r.run_id, r.time, r.name, r.dataset, r.version, r.split, r.target, r.evaluators, r.num_cases,
@@ -221,12 +232,53 @@ def read_results(
     return frame
 
 
+def _chat_span(
+    common: dict[str, Any],
+    parent_id: str,
+    target: dict[str, Any],
+    completion: Completion,
+    started: datetime,
+    attributes: list[tuple[str, str]],
+) -> dict[str, Any]:
+    """A ``chat`` span for one call a replay made (the case's own, or an LLM judge's)."""
+    model = str(target.get("model") or "")
+    return {
+        **common,
+        "span_id": secrets.token_hex(8),
+        "parent_span_id": parent_id,
+        "name": f"chat {model}".strip(),
+        "kind": "CLIENT",
+        "start_time": started,
+        "end_time": started + timedelta(milliseconds=completion.latency_ms or 0.0),
+        "duration_ms": completion.latency_ms,
+        "status_code": "ERROR" if completion.error else "OK",
+        "status_message": completion.error,
+        "operation": "chat",
+        "provider": target.get("kind"),
+        "request_model": model or None,
+        "response_model": completion.model,
+        "input_tokens": completion.input_tokens,
+        "output_tokens": completion.output_tokens,
+        "output_text": completion.output,
+        "attributes": [
+            *attributes,
+            ("gen_ai.request.model", model),
+            ("server.address", str(target.get("base_url") or "")),
+            ("flywheel.eval.num_attempts", str(completion.num_attempts)),
+        ],
+    }
+
+
 def _span_rows(
-    run: RunInfo, case: Case, completion: Completion, started: datetime, trace_id: str
+    run: RunInfo,
+    case: Case,
+    completion: Completion,
+    started: datetime,
+    trace_id: str,
+    extra_calls: Sequence[RecordedCall] = (),
 ) -> pa.Table:
-    """The replay's trace of one case: a root span for the case and a chat span for the call."""
-    ended = started + timedelta(milliseconds=completion.latency_ms or 0.0)
-    root_id, call_id = secrets.token_hex(8), secrets.token_hex(8)
+    """The replay's trace of one case: a root span for the case, a ``chat`` span for its call
+    (unless the target is recorded) and one for each call an evaluator made (an LLM judge)."""
     tags = {
         "flywheel.traffic": "eval",
         "flywheel.eval.run_id": run.run_id,
@@ -235,49 +287,41 @@ def _span_rows(
     }
     if case.source_trace_id:
         tags["flywheel.eval.source_trace_id"] = case.source_trace_id
-    status = "ERROR" if completion.error else "OK"
-    model = str(run.target.get("model") or "")
-    common = {
+    common: dict[str, Any] = {
         "project": eval_project(run.project),
         "trace_id": trace_id,
         "kind": "INTERNAL",
         "service_name": "flywheel-eval",
         "scope_name": "flywheel.evals",
-        "start_time": started,
-        "end_time": ended,
-        "duration_ms": completion.latency_ms,
-        "status_code": status,
-        "status_message": completion.error,
         "input_text": case.user_input,
-        "output_text": completion.output,
         "resource_attributes": [("service.name", "flywheel-eval")],
     }
+    root_id = secrets.token_hex(8)
+    calls = []
+    if run.target.get("kind") != "recorded":
+        role = [*tags.items(), ("flywheel.eval.role", "target")]
+        calls.append(_chat_span(common, root_id, run.target, completion, started, role))
+    for made in extra_calls:
+        role = [*tags.items(), ("flywheel.eval.role", made.role)]
+        span = _chat_span(common, root_id, made.target, made.completion, made.started, role)
+        span["input_text"] = next(
+            (m["content"] for m in reversed(made.messages) if m["role"] == "user"), None
+        )
+        calls.append(span)
+    end = max([started, *(c["end_time"] for c in calls)])
     root = {
         **common,
         "span_id": root_id,
         "name": f"eval {run.dataset}",
+        "start_time": started,
+        "end_time": end,
+        "duration_ms": (end - started) / timedelta(milliseconds=1),
+        "status_code": "ERROR" if completion.error else "OK",
+        "status_message": completion.error,
+        "output_text": completion.output,
         "attributes": list(tags.items()),
     }
-    call = {
-        **common,
-        "span_id": call_id,
-        "parent_span_id": root_id,
-        "name": f"chat {model}".strip(),
-        "kind": "CLIENT",
-        "operation": "chat",
-        "provider": run.target.get("kind"),
-        "request_model": model or None,
-        "response_model": completion.model,
-        "input_tokens": completion.input_tokens,
-        "output_tokens": completion.output_tokens,
-        "attributes": [
-            *tags.items(),
-            ("gen_ai.request.model", model),
-            ("server.address", str(run.target.get("base_url") or "")),
-            ("flywheel.eval.num_attempts", str(completion.num_attempts)),
-        ],
-    }
-    return pa.Table.from_pylist([root, call], schema=SPAN_SCHEMA)
+    return pa.Table.from_pylist([root, *calls], schema=SPAN_SCHEMA)
 
 
 def _result_row(
@@ -355,30 +399,38 @@ def replay(
         done = _done_cases(conn, run, retry_errors)
         cases = [c for c in dataset.split(run.split) if c.case_id not in done]
         num_skipped = len(dataset.split(run.split)) - len(cases)
-        traced = traced and run.target.get("kind") != "recorded"
         counts = {"called": 0, "errors": 0}
         # Evaluators that embed a batch at once score finished cases in groups, here; the
         # rest score each case in its worker, beside its call (a judge is a call too).
         batched = [e for e in evaluators if getattr(e, "batched", False)]
         each = [e for e in evaluators if not getattr(e, "batched", False)]
         group_size = max(32, 2 * concurrency) if batched else 1
-        Done = tuple[Case, Completion, dict[str, Score], datetime]
+        Done = tuple[Case, Completion, dict[str, Score], datetime, list[RecordedCall]]
 
         def one(case: Case) -> Done:
             started = datetime.now(UTC)
-            completion = target.complete(case)
-            return case, completion, score_all(each, [case], [completion])[0], started
+            take_recorded_calls()  # this thread's: only the calls made for this case follow
+            try:
+                completion = target.complete(case)
+            except Exception as exc:  # a target's bug is this case's failure, not the run's
+                completion = Completion(None, error=f"target failed: {type(exc).__name__}: {exc}")
+            scores = score_all(each, [case], [completion])[0]
+            return case, completion, scores, started, take_recorded_calls()
 
         def store(finished: list[Done]) -> None:
             extra = score_all(batched, [d[0] for d in finished], [d[1] for d in finished])
             records: list[tuple[str, pa.Table]] = []
-            for (case, completion, scores, started), more in zip(finished, extra, strict=True):
-                trace_id = secrets.token_hex(16) if traced else None
+            for (case, completion, scores, started, made), more in zip(
+                finished, extra, strict=True
+            ):
+                # A recorded target calls nothing: its case has a trace only if a judge called.
+                called = run.target.get("kind") != "recorded" or bool(made)
+                trace_id = secrets.token_hex(16) if traced and called else None
                 moment = datetime.now(UTC)
                 row = _result_row(run, case, completion, {**scores, **more}, trace_id, moment)
                 records.append((EVAL_RESULTS.name, row))
                 if trace_id is not None:
-                    spans = _span_rows(run, case, completion, started, trace_id)
+                    spans = _span_rows(run, case, completion, started, trace_id, made)
                     records.append((SPANS.name, spans))
                 counts["called"] += 1
                 counts["errors"] += completion.error is not None
@@ -390,20 +442,24 @@ def replay(
         pending: set[Future[Done]] = set()
         ready: list[Done] = []
         queue = iter(cases)
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="replay") as pool:
-            while True:
-                while len(pending) < concurrency and not stop.is_set():
-                    case = next(queue, None)
-                    if case is None:
+        try:
+            with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="replay") as pool:
+                while True:
+                    while len(pending) < concurrency and not stop.is_set():
+                        case = next(queue, None)
+                        if case is None:
+                            break
+                        pending.add(pool.submit(one, case))
+                    if not pending:
                         break
-                    pending.add(pool.submit(one, case))
-                if not pending:
-                    break
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                ready.extend(future.result() for future in finished)
-                if len(ready) >= group_size:
-                    store(ready)
-                    ready = []
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    ready.extend(future.result() for future in finished)
+                    if len(ready) >= group_size:
+                        store(ready)
+                        ready = []
+        finally:
+            # What finished is stored even when the run stops on an error or a second Ctrl-C.
+            ready.extend(f.result() for f in pending if f.done() and f.exception() is None)
             if ready:
                 store(ready)
     return ReplaySummary(

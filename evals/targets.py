@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import openai
@@ -32,10 +33,13 @@ __all__ = [
     "ChatTarget",
     "OpenAITarget",
     "RateLimiter",
+    "RecordedCall",
     "RecordedTarget",
+    "RecordingTarget",
     "Target",
     "TargetConfig",
     "apply_prompt",
+    "take_recorded_calls",
 ]
 
 
@@ -269,3 +273,50 @@ class RecordedTarget:
         if stored is None:
             return Completion(None, error=f"no recorded output for case {case.case_id}")
         return stored
+
+
+@dataclass(frozen=True)
+class RecordedCall:
+    """One call a :class:`RecordingTarget` made: what it asked, when, and the answer."""
+
+    role: str
+    messages: tuple[Message, ...]
+    started: datetime
+    completion: Completion
+    target: dict[str, Any]
+
+
+_recorded = threading.local()
+
+
+def take_recorded_calls() -> list[RecordedCall]:
+    """The calls recording targets made on this thread since the last take (and forget them)."""
+    calls: list[RecordedCall] = getattr(_recorded, "calls", [])
+    _recorded.calls = []
+    return calls
+
+
+class RecordingTarget:
+    """A chat target whose every call is kept for the thread that made it, so the replay can
+    trace calls made inside an evaluator (an LLM judge) with the case they scored."""
+
+    def __init__(self, target: ChatTarget, role: str) -> None:
+        self.target, self.role = target, role
+
+    def describe(self) -> dict[str, Any]:
+        """The wrapped target's description."""
+        return self.target.describe()
+
+    def complete(self, case: Case) -> Completion:
+        """Answer a case (not recorded: the replay traces the case's own call)."""
+        return self.target.complete(case)
+
+    def chat(self, messages: Sequence[Message]) -> Completion:
+        """Call the wrapped target and keep the call for :func:`take_recorded_calls`."""
+        started = datetime.now(UTC)
+        completion = self.target.chat(messages)
+        call = RecordedCall(self.role, tuple(messages), started, completion, self.describe())
+        if not hasattr(_recorded, "calls"):
+            _recorded.calls = []
+        _recorded.calls.append(call)
+        return completion

@@ -12,11 +12,18 @@ import streamlit as st
 from analytics.cost import load_price_table
 from analytics.scope import Scope
 from app import components as ui
-from app.eval_cmd import filter_from_text, span_conversation
+from app.eval_dataset_cmd import filter_from_text, span_conversation
 from app.trace_links import trace_url
 from evals.compare import Comparison, compare_runs, output_diff
 from evals.datasets import cases_from_traces, list_datasets, read_dataset, write_dataset
-from evals.replay import EVAL_PROJECT_SUFFIX, eval_project, list_runs, read_results, read_run
+from evals.replay import (
+    EVAL_PROJECT_SUFFIX,
+    eval_project,
+    list_runs,
+    read_results,
+    read_run,
+    target_label,
+)
 
 TABS = {"Compare": "compare", "Runs": "runs", "Datasets": "datasets"}
 VERDICT_ICONS = {
@@ -32,8 +39,7 @@ def _base_project(project: str) -> str:
 
 
 def _run_label(row: dict[str, Any]) -> str:
-    target = json.loads(row["target"])
-    what = target.get("model") or f"recorded: {target.get('source')}"
+    what = target_label(row["target"])
     name = f"{row['name']} · " if row.get("name") else ""
     return f"{name}{what} · {row['dataset']}@{row['version']} · {row['time']:%m-%d %H:%M}"
 
@@ -92,7 +98,7 @@ def _evaluator_table(comparison: Comparison) -> None:
     )  # fmt: skip
     st.caption(
         f"Scores are in [0, 1], 1 best; difference = candidate − baseline over the cases both "
-        f"runs scored, with a paired bootstrap 95% interval. p: Wilcoxon signed-rank; a verdict "
+        f"runs scored, with a paired bootstrap 95% interval. p: a paired sign-flip permutation test of the mean; a verdict "
         f"needs p < {comparison.alpha}. `answered`: the target answered (1) or failed (0)."
     )
 
@@ -225,10 +231,7 @@ def _runs_tab(conn: Any, project: str) -> None:
         st.info("No eval runs yet: `flywheel eval run --dataset NAME …` (see the README).")
         return
     table = runs.with_columns(
-        pl.col("target").map_elements(
-            lambda t: json.loads(t).get("model") or f"recorded: {json.loads(t).get('source')}",
-            return_dtype=pl.String,
-        ),
+        pl.col("target").map_elements(target_label, return_dtype=pl.String),
         (pl.col("dataset") + "@" + pl.col("version").cast(pl.String)).alias("dataset"),
         pl.col("evaluators").map_elements(lambda e: ", ".join(json.loads(e)), return_dtype=pl.String),
         pl.col("split").fill_null("all"),

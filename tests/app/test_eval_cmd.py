@@ -17,7 +17,7 @@ import pytest
 
 from analytics.cost import install_prices
 from app.cli import main
-from app.eval_cmd import filter_from_text
+from app.eval_dataset_cmd import filter_from_text
 from evals.datasets import read_dataset
 from evals.evaluators import EvaluatorContext, parse_evaluator
 from evals.replay import list_runs, read_results, replay, start_run
@@ -273,7 +273,7 @@ def test_runs_recorded_and_endpoint(runs: Runs, server: FakeOpenAI) -> None:
     assert code == 0
     lines = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert set(lines) == {runs.baseline, runs.good, runs.bad}
-    assert "recorded:reference" in lines[runs.baseline]
+    assert "recorded: reference" in lines[runs.baseline]
     assert re.search(r"\bbad\s+40/40\s+0\b", lines[runs.bad])
     code, out, _ = cli("eval", "runs", "--data-dir", str(runs.data_dir), "--project", "other")
     assert (code, out.strip()) == (0, "no eval runs in project 'other'")
@@ -355,6 +355,20 @@ def test_run_argument_errors(runs: Runs, server: FakeOpenAI) -> None:
     assert code == 1 and "no version 9" in err
     code, _, err = cli("eval", "run", "--resume", "run-nope", *data_dir)
     assert code == 1 and "no eval run with id or name 'run-nope'" in err
+    # each refused before a run is recorded
+    before = list_runs(open_catalog(runs.data_dir), "default").height
+    recorded = ["eval", "run", "--dataset", "qa", "--recorded", "reference", *data_dir]
+    code, _, err = cli(*recorded, "--concurrency", "0")
+    assert code == 2 and "--concurrency must be at least 1" in err
+    code, _, err = cli(*recorded, "--rate-limit", "0")
+    assert code == 2 and "--rate-limit" in err and "positive" in err
+    code, _, err = cli(*recorded, "--judge-rubric", "@/no/such/rubric.txt")
+    assert code == 2 and "--judge-rubric" in err and "/no/such/rubric.txt" in err
+    code, _, err = cli(*recorded, "-e", "exact", "-e", "exact")
+    assert code == 2 and "two evaluators would store their scores as exact" in err
+    code, _, err = cli("eval", "run", "--dataset", "qa", "--recorded", "run-nope", *data_dir)
+    assert code == 1 and "--recorded: no eval run with id or name 'run-nope'" in err
+    assert list_runs(open_catalog(runs.data_dir), "default").height == before
 
 
 def test_the_default_split_is_test(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from analytics.scope import Scope
 from analytics.traces import TraceFilter, count_traces
-from app.eval_cmd import SAMPLE_DATASET, load_sample_evals
+from app.sample_evals import SAMPLE_DATASET, load_sample_evals
 from app.settings import Settings
 from evals.compare import compare_runs
 from evals.datasets import list_datasets, read_dataset
@@ -67,7 +67,7 @@ def test_compare_tab_shows_the_comparison_of_the_newest_run_with_its_baseline(
         assert table.loc[item.evaluator, "baseline"] == pytest.approx(item.mean_baseline)
         assert table.loc[item.evaluator, "p_value"] == pytest.approx(item.p_value)
     assert table.loc["normalized", "verdict"].endswith("worse")
-    assert table.loc["max_chars", "verdict"].endswith("better")
+    assert table.loc["max_chars:300", "verdict"].endswith("better")
     cases = app.dataframe[1].value
     assert len(cases) == len(dataset.cases)
     assert list(cases["score_difference"]) == sorted(cases["score_difference"])  # regressed first

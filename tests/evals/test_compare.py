@@ -28,7 +28,7 @@ from evals.compare import (
     compare_runs,
     output_diff,
     paired_bootstrap_interval,
-    wilcoxon_p_value,
+    paired_permutation_p_value,
 )
 from evals.datasets import Dataset, write_dataset
 from evals.evaluators import EvaluatorContext, parse_evaluator
@@ -113,64 +113,67 @@ def test_bootstrap_interval_properties(d: np.ndarray, shift: float) -> None:
     assert wide[0] <= low + 1e-12 and high <= wide[1] + 1e-12
 
 
-# --- the Wilcoxon signed-rank test ---------------------------------------------------------------
+# --- the paired permutation test -----------------------------------------------------------------
 
 # Darwin's Zea mays: height differences of cross- and self-fertilised plants (Fisher, 1935).
 DARWIN = np.array([6, 8, 14, 16, 23, 24, 28, 29, 41, -48, 49, 56, 60, -67, 75], dtype=float)
 
 
-def exact_two_sided_p(d: np.ndarray) -> float:
-    """2 × P(T ≤ t) over all 2^n sign patterns of the ranks (no ties), t the smaller of
-    the positive and negative rank sums."""
-    ranks = stats.rankdata(np.abs(d))
-    observed = min(ranks[d > 0].sum(), ranks[d < 0].sum())
-    signs = np.array(list(itertools.product([0, 1], repeat=d.size)))
-    positive_sums = signs @ ranks
-    return min(1.0, 2 * float(np.mean(positive_sums <= observed)))
+def enumerated_p(d: np.ndarray) -> float:
+    """Every sign pattern, one at a time: the share whose |mean| reaches the observed one."""
+    observed = abs(d.mean())
+    hits = 0
+    for signs in itertools.product([1.0, -1.0], repeat=d.size):
+        hits += abs(float(np.dot(signs, d)) / d.size) >= observed - 1e-9
+    return hits / 2**d.size
 
 
-def test_wilcoxon_on_darwins_plants() -> None:
-    # scipy's documentation gives 0.041259765625 for these data (exact distribution)
-    assert wilcoxon_p_value(DARWIN) == pytest.approx(0.041259765625, rel=1e-12)
-    assert wilcoxon_p_value(DARWIN) == pytest.approx(exact_two_sided_p(DARWIN), rel=1e-12)
-    assert wilcoxon_p_value(DARWIN) == pytest.approx(stats.wilcoxon(DARWIN).pvalue, rel=1e-12)
+def test_permutation_test_enumerates_small_samples_exactly() -> None:
+    d = DARWIN[:12]
+    assert paired_permutation_p_value(d) == pytest.approx(enumerated_p(d), rel=1e-12)
+    # scipy's permutation test, exact for one sample with all 2^12 sign flips
+    scipy_p = stats.permutation_test(
+        (d,), np.mean, vectorized=True, permutation_type="samples", n_resamples=np.inf
+    ).pvalue
+    assert paired_permutation_p_value(d) == pytest.approx(scipy_p, rel=1e-9)
+    # Fisher's randomization test of Darwin's 15 pairs (all 32,768 patterns): p = 0.0527
+    full = paired_permutation_p_value(DARWIN, num=2**15)
+    assert full == pytest.approx(enumerated_p(DARWIN), rel=1e-12)
+    assert round(full, 4) == 0.0527
+    # the default draws 9,999 patterns: within Monte Carlo error of the exact value
+    assert paired_permutation_p_value(DARWIN) == pytest.approx(full, abs=0.01)
 
 
-def test_wilcoxon_drops_zero_differences() -> None:
-    with_zeros = np.concatenate([DARWIN, np.zeros(7)])
-    assert wilcoxon_p_value(with_zeros) == wilcoxon_p_value(DARWIN)
-    assert wilcoxon_p_value(np.zeros(5)) == 1.0
-    assert wilcoxon_p_value(np.array([])) == 1.0
+def test_permutation_test_edge_cases() -> None:
+    assert paired_permutation_p_value(np.zeros(5)) == 1.0
+    assert paired_permutation_p_value(np.array([])) == 1.0
+    # three losses: 2 of the 8 sign patterns are as extreme
+    assert paired_permutation_p_value(np.array([-1.0, -1.0, -1.0])) == pytest.approx(0.25)
+    # 24 of 40 cases lost a point: no random pattern reaches it, p = 1 / (9,999 + 1)
+    lost = np.array([-1.0] * 24 + [0.0] * 16)
+    assert paired_permutation_p_value(lost) == pytest.approx(1 / 10_000)
 
 
-def test_wilcoxon_on_tied_zero_one_scores_is_the_normal_approximation() -> None:
-    # 24 cases went from 1 to 0, 16 stayed: every non-zero |difference| ties at rank 12.5
-    d = np.array([-1.0] * 24 + [0.0] * 16)
-    n = 24
-    mean = n * (n + 1) / 4
-    variance = n * (n + 1) * (2 * n + 1) / 24 - (n**3 - n) / 48  # tie-corrected
-    z = (0.0 - mean) / np.sqrt(variance)
-    expected = 2 * stats.norm.cdf(z)
-    assert wilcoxon_p_value(d) == pytest.approx(expected, rel=1e-9)
-    assert wilcoxon_p_value(d) < 1e-5
-    # a sign test on three losses: p = 2 × (1/2)^3
-    assert wilcoxon_p_value(np.array([-1.0, -1.0, -1.0])) == pytest.approx(0.25)
+def test_the_mean_decides_where_a_rank_test_would_not() -> None:
+    # 60 cases a little worse, 16 much better: the mean is up (+0.013), the ranks are down.
+    d = np.array([-0.25] * 60 + [1.0] * 16)
+    assert d.mean() > 0 and stats.wilcoxon(d).pvalue < 0.05  # a rank test: "significant"
+    assert paired_permutation_p_value(d) > 0.5  # the mean barely moved: not significant
 
 
-# Score differences on a grid: wilcoxon_p_value counts |d| <= 1e-9 as zero, so scaling across
-# that bound would change the data, not test the ranks.
-grid_differences = st.lists(st.integers(-20, 20), min_size=1, max_size=25).map(
+grid_differences = st.lists(st.integers(-20, 20), min_size=1, max_size=12).map(
     lambda values: np.array(values, dtype=float) / 20
 )
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(d=grid_differences, scale=st.floats(min_value=0.1, max_value=10.0))
-def test_wilcoxon_properties(d: np.ndarray, scale: float) -> None:
-    p = wilcoxon_p_value(d)
-    assert 0.0 <= p <= 1.0
-    assert wilcoxon_p_value(-d) == pytest.approx(p, rel=1e-9)  # two-sided: the sign is moot
-    assert wilcoxon_p_value(d * scale) == pytest.approx(p, rel=1e-6)  # ranks only
+def test_permutation_properties(d: np.ndarray, scale: float) -> None:
+    p = paired_permutation_p_value(d)
+    assert 0.0 < p <= 1.0
+    assert paired_permutation_p_value(-d) == pytest.approx(p, rel=1e-9)  # two-sided
+    assert paired_permutation_p_value(d * scale) == pytest.approx(p, rel=1e-9)  # scale-free
+    assert p == pytest.approx(enumerated_p(d), rel=1e-9)
 
 
 # --- compare_runs end to end ---------------------------------------------------------------------
@@ -275,9 +278,8 @@ def test_a_worse_candidate_is_a_regression(runs: Runs) -> None:
     assert item.mean_difference == pytest.approx(-len(WRONG) / 40)
     # references computed another way: the per-case differences as planted
     planted = np.array([-1.0 if i in WRONG else 0.0 for i in range(NUM_CASES)])
-    assert item.p_value == pytest.approx(
-        stats.wilcoxon(planted, zero_method="wilcox").pvalue, rel=1e-9
-    )
+    assert item.p_value == pytest.approx(paired_permutation_p_value(planted))
+    assert item.p_value == pytest.approx(1 / 10_000)  # no random sign pattern goes that far
     low, high = item.interval
     assert -1.0 <= low < item.mean_difference < high < 0.0
     # the pairs are sorted by case id before resampling; any order gives the same distribution

@@ -19,7 +19,7 @@ import pytest
 from analytics.scope import Scope
 from analytics.trace_detail import SpanDetail
 from analytics.traces import TraceFilter
-from app.eval_cmd import span_conversation
+from app.eval_dataset_cmd import span_conversation
 from evals.cases import Case, Message, case_id_of
 from evals.compare import cost_usd
 from evals.datasets import (

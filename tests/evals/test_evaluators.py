@@ -494,13 +494,22 @@ SPEC_ARGS = {
 }
 
 
+def test_two_of_a_kind_keep_their_scores_apart() -> None:
+    context = EvaluatorContext()
+    first, second = (parse_evaluator(s, context=context) for s in ("regex:hel", "regex:^zzz"))
+    scored = score_all([first, second], [case()], [Completion("hello")])[0]
+    assert {name: s.value for name, s in scored.items()} == {"regex:hel": 1.0, "regex:^zzz": 0.0}
+
+
 def test_every_registered_evaluator_parses_and_keeps_its_name(schema_path: Path) -> None:
     context = EvaluatorContext(data_dir=Path("."), judge=FakeJudge(), cost_of=lambda c: 0.1)
     specs = {**SPEC_ARGS, "json_schema": f"json_schema:{schema_path}"}
     for name in EVALUATORS:
         evaluator = parse_evaluator(specs.get(name, name), context=context)
         assert isinstance(evaluator, Evaluator)
-        assert evaluator.name == (name if name != "py" else "starts_with_capital")
+        # stored under its spec (an argument included), a custom one under its own name
+        spec = specs.get(name, name)
+        assert evaluator.name == (spec if name != "py" else "starts_with_capital")
 
 
 @pytest.mark.parametrize(
@@ -622,7 +631,7 @@ def test_score_all_keeps_going_when_an_evaluator_raises() -> None:
             "too_high": Score(
                 None, "evaluator error: ValueError: evaluator too_high returned 2.0, outside [0, 1]"
             ),
-            "max_chars": Score(0.0, "characters 5 > 3"),
+            "max_chars:3": Score(0.0, "characters 5 > 3"),
         },
         {
             "exact": Score(None, "no output: HTTP 503: overloaded"),
@@ -630,7 +639,7 @@ def test_score_all_keeps_going_when_an_evaluator_raises() -> None:
             "too_high": Score(
                 None, "evaluator error: ValueError: evaluator too_high returned 2.0, outside [0, 1]"
             ),
-            "max_chars": Score(None, "no output: HTTP 503: overloaded"),
+            "max_chars:3": Score(None, "no output: HTTP 503: overloaded"),
         },
     ]
 

@@ -24,7 +24,7 @@ import pytest
 from analytics.cost import install_prices
 from analytics.scope import Scope, run_scoped
 from analytics.traces import count_traces
-from evals.cases import Case, Completion, case_id_of
+from evals.cases import Case, Completion, Score, case_id_of
 from evals.datasets import Dataset, read_dataset, write_dataset
 from evals.evaluators import EvaluatorContext, parse_evaluator
 from evals.replay import (
@@ -39,7 +39,13 @@ from evals.replay import (
     replay,
     start_run,
 )
-from evals.targets import OpenAITarget, RecordedTarget, Target, TargetConfig
+from evals.targets import (
+    OpenAITarget,
+    RecordedTarget,
+    RecordingTarget,
+    Target,
+    TargetConfig,
+)
 from store.catalog import open_catalog, query
 from store.lake import SPANS
 from store.schema import SPAN_SCHEMA
@@ -77,7 +83,8 @@ def in_flight() -> InFlight:
 
 @pytest.fixture(scope="module")
 def server(in_flight: InFlight) -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(answers={"inflight": in_flight}) as fake:
+    judge = lambda messages: '{"score": 4, "reason": "close to the reference"}'  # noqa: E731
+    with FakeOpenAI(answers={"inflight": in_flight, "judge": judge}) as fake:
         yield fake
 
 
@@ -195,7 +202,7 @@ def test_a_run_stores_each_cases_output_tokens_and_scores(
         assert row["input_tokens"] == words("Answer.") + words(text)
         assert row["output_tokens"] == words(text)
         assert row["latency_ms"] > 0
-        assert scores(row) == {"exact": 1.0 if i % 2 == 0 else 0.0, "contains": 1.0}
+        assert scores(row) == {"exact": 1.0 if i % 2 == 0 else 0.0, "contains:HELLO": 1.0}
         assert server.num_calls(text) == 1
     assert len(all_result_rows(conn, run.run_id)) == 6
     assert read_run(conn, PROJECT, run.run_id) == run
@@ -310,6 +317,35 @@ def test_replay_traces_land_in_the_eval_project_only(
         )
     eval_window = Scope("default.eval", window.start, window.end)
     assert count_traces(conn, eval_window) == 3
+
+
+def test_judge_calls_are_traced_with_the_case_they_scored(
+    server: FakeOpenAI, lake: tuple[Path, duckdb.DuckDBPyConnection]
+) -> None:
+    data_dir, conn = lake
+    texts = ["judged one", "judged two"]
+    dataset = make_dataset(data_dir, conn, texts, references=["JUDGED ONE", "x"])
+    judge = RecordingTarget(target(server.base_url, "judge"), "judge")
+    context = EvaluatorContext(judge=judge)
+    for tgt, calls_per_case in (
+        (target(server.base_url), 2),
+        (RecordedTarget(reference_outputs(dataset), "reference"), 1),
+    ):
+        run = begin(data_dir, dataset, tgt, ["judge"])
+        replay(conn, data_dir, run, dataset, tgt, [parse_evaluator("judge", context=context)])
+        results = read_results(conn, PROJECT, [run.run_id]).to_dicts()
+        assert [scores(r)["judge"] for r in results] == [0.75, 0.75]  # 4 on 1-5
+        sql = """
+            SELECT s.trace_id, s.request_model, s.attributes['flywheel.eval.role'] AS role
+            FROM spans AS s
+            WHERE s.project = 'default.eval' AND s.operation = 'chat'
+                AND s.attributes['flywheel.eval.run_id'] = $run
+        """
+        spans = query(conn.cursor(), sql, {"run": run.run_id}).to_pylist()
+        assert len(spans) == calls_per_case * len(texts)
+        assert {s["trace_id"] for s in spans} == {r["trace_id"] for r in results}
+        judged = [s for s in spans if s["role"] == "judge"]
+        assert len(judged) == len(texts) and {s["request_model"] for s in judged} == {"judge"}
 
 
 # --- resumption ----------------------------------------------------------------------------------
@@ -428,7 +464,7 @@ class Exploding:
         return self.inner.complete(case)
 
 
-def test_results_stored_before_an_exception_are_kept(
+def test_a_target_that_raises_fails_that_case_only(
     server: FakeOpenAI, lake: tuple[Path, duckdb.DuckDBPyConnection]
 ) -> None:
     data_dir, conn = lake
@@ -436,23 +472,16 @@ def test_results_stored_before_an_exception_are_kept(
     dataset = make_dataset(data_dir, conn, texts)
     tgt = target(server.base_url)
     run = begin(data_dir, dataset, tgt, ["exact"])
-    with pytest.raises(RuntimeError, match="target bug"):
-        replay(
-            conn,
-            data_dir,
-            run,
-            dataset,
-            Exploding(tgt, "explode-2"),
-            evaluators("exact"),
-            concurrency=1,
-        )
-    with LakeWriter(data_dir):
-        pass
-    finished = set(results_by_input(conn, run, dataset))
-    assert finished == {"explode-0-case", "explode-1-case"}
-    summary = replay(conn, data_dir, run, dataset, tgt, evaluators("exact"))
-    assert (summary.num_called, summary.num_skipped) == (3, 2)
-    assert [server.num_calls(t) for t in texts] == [1] * 5
+    exploding = Exploding(tgt, "explode-2")
+    summary = replay(conn, data_dir, run, dataset, exploding, evaluators("exact"), concurrency=1)
+    assert (summary.num_called, summary.num_errors) == (5, 1)
+    results = results_by_input(conn, run, dataset)
+    assert results["explode-2-case"]["error"] == "target failed: RuntimeError: target bug"
+    assert all(results[t]["error"] is None for t in texts if t != "explode-2-case")
+    # calling the failed case again, with a target that works, calls only it
+    again = replay(conn, data_dir, run, dataset, tgt, evaluators("exact"), retry_errors=True)
+    assert (again.num_called, again.num_skipped) == (1, 4)
+    assert [server.num_calls(t) for t in texts] == [1, 1, 1, 1, 1]
 
 
 CRASHING_REPLAY = textwrap.dedent(
@@ -560,7 +589,7 @@ def test_recorded_references_make_no_call_and_score_exact(
     assert (summary.num_called, summary.num_errors) == (3, 1)
     got = results_by_input(conn, run, dataset)
     a, b, c = (got[t] for t in texts)
-    assert scores(a) == scores(b) == {"exact": 1.0, "max_chars": 1.0}
+    assert scores(a) == scores(b) == {"exact": 1.0, "max_chars:8": 1.0}
     assert (a["model"], a["input_tokens"], a["output_tokens"], a["latency_ms"]) == (
         "gpt-4o-mini",
         12,
@@ -577,7 +606,11 @@ def test_recorded_references_make_no_call_and_score_exact(
     rerun, _ = run_all(data_dir, conn, dataset, again, ["contains:answer"])
     regot = results_by_input(conn, rerun, dataset)
     assert [regot[t]["output"] for t in texts] == ["Answer A", "Answer B", None]
-    assert [scores(regot[t]) for t in texts] == [{"contains": 1.0}, {"contains": 1.0}, {}]
+    assert [scores(regot[t]) for t in texts] == [
+        {"contains:answer": 1.0},
+        {"contains:answer": 1.0},
+        {},
+    ]
 
 
 def test_replay_refuses_another_dataset_version(
@@ -638,3 +671,44 @@ def test_list_runs_newest_first_with_counts_and_median_latency(
     assert len(latencies) == 3
     assert oldest["median_latency_ms"] == pytest.approx(statistics.median(latencies))
     assert list_runs(conn, "other").is_empty()
+
+
+class _Flaky:
+    """A target whose code fails on one case (a bug, not an API error)."""
+
+    def __init__(self, bad: str) -> None:
+        self.bad = bad
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "flaky", "model": "flaky"}
+
+    def complete(self, case: Case) -> Completion:
+        if case.user_input == self.bad:
+            raise AttributeError("'NoneType' object has no attribute 'content'")
+        return Completion(case.user_input.upper(), latency_ms=1.0)
+
+
+class _BatchLength:
+    """A batched evaluator (scored in groups on the main thread, like similarity)."""
+
+    name = "length"
+    batched = True
+
+    def score_many(self, cases: Sequence[Case], completions: Sequence[Completion]) -> list[Score]:
+        return [Score(min(1.0, len(c.output or "") / 100)) for c in completions]
+
+
+def test_a_failing_target_fails_its_case_and_the_batch_is_stored(
+    lake: tuple[Path, duckdb.DuckDBPyConnection],
+) -> None:
+    data_dir, conn = lake
+    texts = [f"case {i}" for i in range(9)]
+    dataset = make_dataset(data_dir, conn, texts)
+    flaky = _Flaky(bad="case 7")
+    run = begin(data_dir, dataset, flaky, ["length"])
+    summary = replay(conn, data_dir, run, dataset, flaky, [_BatchLength()], concurrency=2)
+    assert (summary.num_called, summary.num_errors) == (9, 1)
+    results = results_by_input(conn, run, dataset)
+    assert set(results) == set(texts)
+    assert results["case 7"]["error"].startswith("target failed: AttributeError")
+    assert scores(results["case 3"]) == {"length": pytest.approx(len("CASE 3") / 100)}
