@@ -25,8 +25,8 @@ and ``drift`` (embedding drift between two windows with Evidently's methods), ``
 ``feedback`` (explicit feedback: rates, segments, what predicts a thumbs-down) and ``implicit``
 (regenerations, rephrases, corrections, abandonment and follow-up sentiment, from sessions),
 ``business`` (active users, retention, sessions, imported daily metrics, and their correlation
-with quality), ``preferences`` (DPO pairs and SFT examples from feedback), ``cache`` (what an
-exact or a semantic response cache would have saved and risked) and ``routing`` (intents where
+with quality), ``preferences`` (DPO pairs and SFT examples from feedback), ``cache`` and
+``semantic_cache`` (what an exact or a semantic response cache would have saved and risked) and ``routing`` (intents where
 a cheaper model already does as well).
 
 This package imports ``store`` and nothing else of the project; ``app`` imports it.
@@ -43,7 +43,7 @@ from analytics.business import (
     session_stats,
     user_activity,
 )
-from analytics.cache import exact_cache_opportunity, semantic_cache_opportunity
+from analytics.cache import exact_cache_opportunity
 from analytics.changes import change_events, change_impact
 from analytics.columns import column_drift
 from analytics.cost import (
@@ -90,6 +90,7 @@ from analytics.latency import (
 from analytics.overview import overview_summary, requests_by_time, top_models
 from analytics.quality import quality_rates
 from analytics.routing import routing_opportunity
+from analytics.semantic_cache import semantic_cache_opportunity
 from analytics.throughput import concurrency_by_time, throughput_by_time, throughput_summary
 
 #: Every metric function, for completeness checks (each needs a test and a README row).

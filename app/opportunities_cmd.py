@@ -9,15 +9,13 @@ import sys
 from datetime import timedelta
 from typing import Any
 
-from analytics.cache import (
+from analytics.cache import CacheRules, ExactCache, exact_cache_opportunity
+from analytics.routing import Routing, routing_opportunity
+from analytics.semantic_cache import (
     DEFAULT_THRESHOLDS,
-    CacheRules,
-    ExactCache,
     SemanticCache,
-    exact_cache_opportunity,
     semantic_cache_opportunity,
 )
-from analytics.routing import Routing, routing_opportunity
 from app.settings import Settings
 
 MAX_TEXT = 80
@@ -159,10 +157,17 @@ def cmd_opportunities(args: argparse.Namespace) -> int:
     install_prices(conn, settings.price_file)
     try:
         scope = scope_from_args(conn, args, settings.project)
+        patterns = {
+            key: value
+            for key, value in (("time_sensitive", args.time_pattern),
+                               ("user_specific", args.user_pattern))
+            if value is not None
+        }  # fmt: skip
         rules = CacheRules(
             ttl=timedelta(minutes=args.ttl_minutes),
             exclude_routes=tuple(args.exclude_route or ()),
             per_user=args.per_user,
+            **patterns,  # type: ignore[arg-type]
         )
         thresholds = tuple(args.threshold or DEFAULT_THRESHOLDS)
         if not all(0.0 < t <= 1.0 for t in thresholds):
@@ -216,6 +221,18 @@ def add_opportunities_parser(kinds: Any, common: argparse.ArgumentParser) -> Non
     )
     p.add_argument(
         "--exclude-route", action="append", metavar="GLOB", help="never cache these routes"
+    )
+    p.add_argument(
+        "--time-pattern",
+        metavar="REGEX",
+        help="never cache inputs matching this as time-sensitive ('' for none; default: today, "
+        "latest, right now, status of …)",
+    )
+    p.add_argument(
+        "--user-pattern",
+        metavar="REGEX",
+        help="never cache inputs matching this as user-specific ('' for none; default: my "
+        "account, my invoice …)",
     )
     p.add_argument(
         "--threshold", type=float, action="append", help="similarity thresholds (repeatable)"

@@ -73,9 +73,10 @@ def _measure(data_dir: str, which: str) -> dict[str, Any]:
     """In a fresh process: run one analysis, return its time and the process's peak RSS."""
     import time
 
-    from analytics.cache import exact_cache_opportunity, semantic_cache_opportunity
+    from analytics.cache import exact_cache_opportunity
     from analytics.cost import install_prices
     from analytics.scope import Scope
+    from analytics.semantic_cache import semantic_cache_opportunity
     from store.catalog import open_catalog
 
     conn = open_catalog(data_dir)

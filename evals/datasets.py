@@ -55,6 +55,8 @@ __all__ = [
 
 SPLITS = ("test", "holdout")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: The lock (a file in the lake) that makes choosing a version and writing it one step.
+DATASETS_LOCK = ".eval-datasets.lock"
 #: Traces read per page while building a dataset.
 _PAGE = 500
 
@@ -325,20 +327,24 @@ def write_dataset(
     """Write ``cases`` as the next version of dataset ``name`` (with ``append``, after the
     previous version's cases, a repeated input kept once); returns the version written."""
     check_dataset_name(name)
-    latest = _latest_version(conn, project, name)
-    version = (latest or 0) + 1
-    merged: list[Case] = []
-    if append and latest is not None:
-        merged.extend(read_dataset(conn, project, name, latest).cases)
-    seen = {c.case_id for c in merged}
-    for case in cases:
-        if case.case_id not in seen:
-            seen.add(case.case_id)
-            merged.append(case)
-    if not merged:
-        raise ValueError(f"dataset {name!r}: no cases to write")
-    moment = now or datetime.now(UTC)
-    Lake(data_dir).write(EVAL_CASES.name, _cases_table(project, name, version, moment, merged))
+    lake = Lake(data_dir)
+    # Choosing the version and writing it is one step: two writers (the page's form and the
+    # CLI) would otherwise both write version n + 1 and merge their snapshots.
+    with lake.locked(DATASETS_LOCK):
+        latest = _latest_version(conn, project, name)
+        version = (latest or 0) + 1
+        merged: list[Case] = []
+        if append and latest is not None:
+            merged.extend(read_dataset(conn, project, name, latest).cases)
+        seen = {c.case_id for c in merged}
+        for case in cases:
+            if case.case_id not in seen:
+                seen.add(case.case_id)
+                merged.append(case)
+        if not merged:
+            raise ValueError(f"dataset {name!r}: no cases to write")
+        moment = now or datetime.now(UTC)
+        lake.write(EVAL_CASES.name, _cases_table(project, name, version, moment, merged))
     return Dataset(name, version, moment, merged)
 
 

@@ -290,11 +290,13 @@ class Lake:
         return root.is_dir() and next(root.glob(f"{PARTITION_PREFIX}*/*.parquet"), None) is not None
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the lake's exclusive writer lock (across processes and threads)."""
+    def locked(self, name: str = LOCK_NAME) -> Iterator[None]:
+        """Hold an exclusive lock of the lake (across processes and threads): by default the
+        writers' lock; another ``name`` serializes a read-then-write of its own (it must not be
+        the writers' lock, which :meth:`write` takes itself)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # A fresh open file description per acquisition: flock then excludes threads too.
-        with open(self.data_dir / LOCK_NAME, "a+b") as handle:
+        with open(self.data_dir / name, "a+b") as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
                 yield

@@ -12,20 +12,22 @@ import polars as pl
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from analytics.cache import CacheRules, exact_cache_opportunity, semantic_cache_opportunity
+from analytics.cache import TIME_SENSITIVE, USER_SPECIFIC, CacheRules, exact_cache_opportunity
 from analytics.routing import routing_opportunity
-from analytics.scope import Scope
+from analytics.scope import Scope, list_routes
+from analytics.semantic_cache import semantic_cache_opportunity
 from app import components as ui
 from app.opportunities_cmd import duration_text
 
 TABS = {"Exact cache": "exact", "Semantic cache": "semantic", "Routing": "routing"}
-TTLS = {"60": "1 hour", "5": "5 minutes", "1440": "1 day", "10080": "1 week"}
+TTLS = {"60": "1 hour", "5": "5 minutes", "1440": "1 day"}
 
 
-def _rules() -> CacheRules:
+def _rules(scope: Scope) -> CacheRules:
     minutes = ui.url_choice(
         st.sidebar.selectbox, "Cache time to live", list(TTLS), "ttl", format_func=TTLS.get,
-        help="How long an answer stays cached after the last call that stored or read it.",
+        help="How long a stored answer is served: from the end of the call that stored it "
+        "(a hit does not refresh it).",
     )  # fmt: skip
     per_user = st.sidebar.toggle(
         "A cache per user",
@@ -33,11 +35,60 @@ def _rules() -> CacheRules:
         help="Key the cache by user too: requests about the user's own data can then be "
         "cached. Off: they are excluded.",
     )
-    return CacheRules(ttl=timedelta(minutes=int(minutes)), per_user=per_user)
+    with st.sidebar.expander("Never cache"):
+        routes = st.multiselect("Routes", list_routes(ui.catalog(), scope.project), key="no_routes")
+        time_pattern = st.text_input(
+            "Time-sensitive inputs", TIME_SENSITIVE, key="time_pattern",
+            help="A regular expression (RE2); empty: none excluded.",
+        )  # fmt: skip
+        user_pattern = st.text_input(
+            "User-specific inputs", USER_SPECIFIC, key="user_pattern",
+            help="A regular expression (RE2); empty: none excluded.",
+        )  # fmt: skip
+    try:
+        return CacheRules(
+            ttl=timedelta(minutes=int(minutes)), per_user=per_user, exclude_routes=tuple(routes),
+            time_sensitive=time_pattern, user_specific=user_pattern,
+        )  # fmt: skip
+    except ValueError as exc:
+        st.sidebar.error(f"{exc}: the default is used.")
+        return CacheRules(ttl=timedelta(minutes=int(minutes)), per_user=per_user)
+
+
+def _cache_key() -> tuple[str, str | None]:
+    config = ui.settings()
+    return str(config.data_dir), None if config.price_file is None else str(config.price_file)
+
+
+# Cached a minute: moving the examples slider or switching tabs must not redo the analysis.
+@st.cache_data(ttl=60, show_spinner="Simulating an exact cache…")
+def _exact(data_dir: str, price_file: str | None, scope: Scope, rules: CacheRules) -> Any:
+    return exact_cache_opportunity(ui.catalog(), scope, rules)
+
+
+@st.cache_data(ttl=60, show_spinner="Simulating a semantic cache at each threshold…")
+def _semantic(
+    data_dir: str, price_file: str | None, scope: Scope, rules: CacheRules, _progress: Any
+) -> Any:
+    return semantic_cache_opportunity(ui.catalog(), scope, rules, progress=_progress)
+
+
+@st.cache_data(ttl=60, show_spinner="Finding intents…")
+def _routing(
+    data_dir: str,
+    price_file: str | None,
+    scope: Scope,
+    intents: int,
+    margin: float,
+    _progress: Any,
+) -> Any:
+    return routing_opportunity(
+        ui.catalog(), scope, num_intents=intents, margin=margin, progress=_progress
+    )
 
 
 def _exact_tab(conn: Any, scope: Scope, rules: CacheRules) -> None:
-    exact = exact_cache_opportunity(conn, scope, rules)
+    exact = _exact(*_cache_key(), scope, rules)
     tiles = st.columns(4)
     tiles[0].metric(
         "Hit rate", ui.format_percent(exact.hit_rate),
@@ -95,9 +146,7 @@ def _threshold_chart(by_threshold: pl.DataFrame, recommended: float | None) -> g
 
 
 def _semantic_tab(conn: Any, scope: Scope, rules: CacheRules) -> None:
-    semantic = semantic_cache_opportunity(
-        conn, scope, rules, progress=ui.embedding_progress("inputs and answers")
-    )
+    semantic = _semantic(*_cache_key(), scope, rules, ui.embedding_progress("inputs and answers"))
     if semantic.recommended is not None:
         st.success(semantic.trade_off)
     else:
@@ -174,10 +223,9 @@ def _routing_tab(conn: Any, scope: Scope) -> None:
         "count as doing as well. 2 points needs about 1,700 votes on each model.",
     )  # fmt: skip
     try:
-        routing = routing_opportunity(
-            conn, scope, num_intents=int(intents), margin=float(margin),
-            progress=ui.embedding_progress("inputs"),
-        )  # fmt: skip
+        routing = _routing(
+            *_cache_key(), scope, int(intents), float(margin), ui.embedding_progress("inputs")
+        )
     except ValueError as exc:
         st.info(f"Not enough traffic in this range: {exc}.")
         return
@@ -255,7 +303,7 @@ _CANDIDATE_COLUMNS: dict[str, Any] = {
 def render(scope: Scope) -> None:
     """Draw the Opportunities page for a scope."""
     conn = ui.catalog()
-    rules = _rules()
+    rules = _rules(scope)
     tabs = st.tabs(list(TABS), key="tab", bind="query-params")
     for index, (tab, kind) in enumerate(zip(tabs, TABS.values(), strict=True)):
         opened = tab.open is not False if index == 0 else tab.open

@@ -11,21 +11,20 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import polars as pl
 import pytest
 from statsmodels.stats.proportion import proportion_confint
 
-from analytics.cache import (
-    DEFAULT_THRESHOLDS,
-    MIN_HITS,
-    CacheRules,
-    SemanticCache,
-    cache_calls,
-    exact_cache_opportunity,
-    nearest_earlier,
-    semantic_cache_opportunity,
-)
+from analytics.cache import CacheRules, cache_calls, exact_cache_opportunity, simulate_exact_cache
 from analytics.cost import install_prices
 from analytics.scope import Scope
+from analytics.semantic_cache import (
+    DEFAULT_THRESHOLDS,
+    MIN_HITS,
+    SemanticCache,
+    semantic_cache_opportunity,
+    simulate_semantic_cache,
+)
 from store.catalog import open_catalog
 from tests.analytics.opportunity_world import (
     AGREEING_VOTES,
@@ -440,28 +439,60 @@ def test_bad_thresholds_and_empty_scopes(conn: duckdb.DuckDBPyConnection) -> Non
 def test_max_calls_compares_the_most_recent(conn: duckdb.DuckDBPyConnection) -> None:
     semantic = semantic_cache_opportunity(conn, _day(SAME), thresholds=(0.99,), max_calls=10)
     assert (semantic.num_eligible, semantic.num_compared) == (39, 10)
-    assert semantic.notes == ["compared the most recent 10 of 39 calls"]
+    assert semantic.notes[0].startswith("simulated the most recent 10 of 39 calls")
+    # the rates are of the span those 10 calls cover, not of the whole window
+    calls = cache_calls(conn, _day(SAME))
+    first = calls.filter(pl.col("excluded").is_null())["start_time"].tail(10)[0]
+    in_span = calls.filter(pl.col("counted") & (pl.col("start_time") >= first)).height
+    row = semantic.by_threshold.row(0, named=True)
+    assert row["hit_rate"] == pytest.approx(row["num_hits"] / in_span)
 
 
-# --- nearest_earlier --------------------------------------------------------------------------
+# --- the simulations against one-step-at-a-time references -----------------------------------
 
 
-def _nearest_reference(
-    vectors: np.ndarray, starts: np.ndarray, ends: np.ndarray, ttl: int
-) -> tuple[list[int], list[float]]:
-    """Brute force: for each row, the most similar row before it (in the given order) that had
-    ended when it started, at most ``ttl`` before; the first such row on a tie."""
-    index, best = [], []
-    for i in range(len(vectors)):
-        found, sim = -1, -np.inf
-        for j in range(i):
-            if ends[j] <= starts[i] and starts[i] - ends[j] <= ttl:
-                s = float(vectors[i] @ vectors[j])
-                if s > sim:
-                    found, sim = j, s
-        index.append(found)
-        best.append(sim)
-    return index, best
+def _semantic_reference(
+    vectors: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    stores: np.ndarray,
+    ttl: int,
+    thresholds: list[float],
+) -> tuple[list[list[int]], list[list[float]]]:
+    """One call at a time, one threshold at a time: the most similar stored entry that is live
+    (stored by a miss that ended before the call started, at most ``ttl`` before); a miss that
+    may store, stores. The earliest entry on a tie."""
+    entries, sims = [], []
+    for threshold in thresholds:
+        stored: list[int] = []
+        entry, sim = [], []
+        for i in range(len(vectors)):
+            found, best = -1, -np.inf
+            for j in stored:
+                if ends[j] < starts[i] and starts[i] - ends[j] <= ttl:
+                    s = float(np.round(vectors[i] @ vectors[j], 6))
+                    if s > best:
+                        found, best = j, s
+            entry.append(found)
+            sim.append(best)
+            if not best >= threshold and stores[i]:
+                stored.append(i)
+        entries.append(entry)
+        sims.append(sim)
+    return entries, sims
+
+
+def _exact_reference(
+    keys: list[str], starts: np.ndarray, ends: np.ndarray, stores: np.ndarray, ttl: int
+) -> list[bool]:
+    hits, stored = [], {}
+    for i, key in enumerate(keys):
+        live = [e for e in stored.get(key, []) if e < starts[i] and starts[i] - e <= ttl]
+        hit = bool(live) and starts[i] - max(e for e in stored[key] if e < starts[i]) <= ttl
+        hits.append(hit)
+        if not hit and stores[i]:
+            stored.setdefault(key, []).append(int(ends[i]))
+    return hits
 
 
 def _random_rows(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -478,32 +509,54 @@ def _random_rows(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarr
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_nearest_earlier_equals_brute_force(seed: int) -> None:
+def test_semantic_simulation_equals_a_call_by_call_reference(seed: int) -> None:
     rng = np.random.default_rng(seed)
     n = int(rng.choice([0, 1, 2, 3, 8, 40, 150]))
     vectors, starts, ends = _random_rows(rng, n)
+    stores = rng.random(n) > 0.1  # some failed calls: they store nothing
     ttl = int(rng.choice([0, 5, 30, 100, 1000]))
-    index_ref, sim_ref = _nearest_reference(vectors, starts, ends, ttl)
+    thresholds = [0.0, 0.5, 0.9, 1.0]
+    entries_ref, sims_ref = _semantic_reference(vectors, starts, ends, stores, ttl, thresholds)
     for block in (1, 3, 16, 1024):
-        index, sim = nearest_earlier(vectors, starts, ends, ttl, block=block)
-        assert index.tolist() == index_ref, (seed, block)
-        assert sim.tolist() == pytest.approx(sim_ref, abs=1e-12)
+        entry, sim = simulate_semantic_cache(
+            vectors, starts, ends, stores, ttl, thresholds, block=block
+        )
+        assert entry.tolist() == entries_ref, (seed, block)
+        for got, expected in zip(sim.tolist(), sims_ref, strict=True):
+            assert got == pytest.approx(expected, abs=1e-12)
 
 
-def test_nearest_earlier_never_answers_a_call_with_itself() -> None:
+@pytest.mark.parametrize("seed", range(20))
+def test_exact_simulation_equals_a_call_by_call_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.choice([0, 1, 5, 60, 200]))
+    _, starts, ends = _random_rows(rng, n)
+    keys = [str(k) for k in rng.integers(0, 4, n)]
+    stores = rng.random(n) > 0.1
+    ttl = int(rng.choice([0, 5, 30, 100, 1000]))
+    hits = simulate_exact_cache(keys, starts, ends, stores, ttl)
+    assert hits.tolist() == _exact_reference(keys, starts, ends, stores, ttl)
+
+
+def test_a_hit_does_not_refresh_the_entry() -> None:
+    # asked every 50 minutes, a 1-hour time to live: the answer stored at 0:01 serves 0:50 but
+    # is too old at 1:40, which misses and stores again
+    minute = 60
+    starts = np.array([0, 50, 100, 150]) * minute
+    ends = starts + minute
+    hits = simulate_exact_cache(["q"] * 4, starts, ends, np.ones(4, bool), 60 * minute)
+    assert hits.tolist() == [False, True, False, True]
+    vectors = np.tile([[1.0, 0.0]], (4, 1))
+    entry, _ = simulate_semantic_cache(vectors, starts, ends, np.ones(4, bool), 60 * minute, [0.9])
+    assert entry[0].tolist() == [-1, 0, -1, 2]  # the 2:30 call is served 1:40's answer
+
+
+def test_a_call_is_never_its_own_entry() -> None:
     # calls that took no time: each has "ended" when it starts, but is not earlier than itself
     vectors = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
     starts = np.array([0, 10, 10])
-    index, sim = nearest_earlier(vectors, starts, starts.copy(), 100)
-    assert index.tolist() == [-1, 0, 1]
-    assert sim.tolist() == pytest.approx([-np.inf, 0.0, 0.8])
-
-
-def test_nearest_earlier_skips_rows_that_cannot_answer() -> None:
-    """A row whose end is far in the past (how the cache marks a failed call) answers no one."""
-    vectors = np.array([[1.0, 0.0], [1.0, 0.0], [0.8, 0.6]])
-    starts = np.array([0, 10, 20])
-    ends = np.array([np.iinfo(np.int64).min // 2, 15, 25])
-    index, sim = nearest_earlier(vectors, starts, ends, 1_000)
-    assert index.tolist() == [-1, -1, 1]
-    assert sim[2] == pytest.approx(0.8)
+    entry, sim = simulate_semantic_cache(
+        vectors, starts, starts.copy(), np.ones(3, bool), 100, [0.9]
+    )
+    assert entry.tolist() == [[-1, 0, 0]]
+    assert sim[0].tolist() == pytest.approx([-np.inf, 0.0, 0.6])

@@ -28,13 +28,14 @@ from analytics import (
     quality,
     routing,
     scope,
+    semantic_cache,
     slos,
     throughput,
 )
 
 MODULES = (
     scope, latency, overview, cost, goodput, slos, throughput, guardrails, quality, changes, alerts,
-    embeddings, drift, columns, feedback, implicit, business, preferences, cache, routing,
+    embeddings, drift, columns, feedback, implicit, business, preferences, cache, semantic_cache, routing,
 )  # fmt: skip
 
 

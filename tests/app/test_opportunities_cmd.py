@@ -161,3 +161,14 @@ def test_bad_options_exit_2_with_a_message(
     code, out, err = _report(lake, capsys, *CACHE_WINDOW, *option)
     assert (code, out) == (2, "")
     assert err.startswith("flywheel report: ") and message in err
+
+
+def test_exclusion_patterns_are_options(lake: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # no exclusions at all: the time-sensitive and "my invoice" questions are kept (each asked
+    # twice, so one more hit each)
+    code, out, _ = _report(
+        lake, capsys, *CACHE_WINDOW, "--no-embeddings", "--time-pattern", "", "--user-pattern", ""
+    )
+    assert code == 0 and "**9 of 43 calls (20.9%)**" in out and "Excluded: none." in out
+    code, _, err = _report(lake, capsys, *CACHE_WINDOW, "--no-embeddings", "--time-pattern", "(")
+    assert code == 2 and "time-sensitive pattern '('" in err

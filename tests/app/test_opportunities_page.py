@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analytics.cache import CacheRules, exact_cache_opportunity, semantic_cache_opportunity
+from analytics.cache import CacheRules, exact_cache_opportunity
 from analytics.cost import install_prices
 from analytics.scope import Scope
+from analytics.semantic_cache import semantic_cache_opportunity
 from store.catalog import open_catalog
 from tests.analytics.opportunity_world import (
     CHEAP,

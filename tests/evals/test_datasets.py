@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -299,6 +300,20 @@ def test_jsonl_input_system_and_aliases(tmp_path: Path) -> None:
 def _case(text: str, reference: str | None = None, split: str = "test") -> Case:
     messages = (user_message(text),)
     return Case(case_id_of(messages), messages, reference=reference, split=split)
+
+
+def test_concurrent_writers_get_a_version_each(tmp_path: Path) -> None:
+    cases = [[_case(f"writer {w} case {i}") for i in range(20)] for w in range(4)]
+
+    def write(batch: list[Case]) -> int:
+        return write_dataset(open_lake(tmp_path), tmp_path, "default", "qa", batch).version
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        versions = list(pool.map(write, cases))
+    assert sorted(versions) == [1, 2, 3, 4]
+    conn = open_lake(tmp_path)
+    for batch, version in zip(cases, versions, strict=True):
+        assert read_dataset(conn, "default", "qa", version).cases == batch  # nothing mixed
 
 
 def test_versions_append_and_lookup(tmp_path: Path) -> None:
