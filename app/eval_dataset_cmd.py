@@ -72,9 +72,19 @@ def _dataset_args_error(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _write(args: argparse.Namespace, settings: Settings, conn: Any, cases: list[Any]) -> None:
+    """Write the cases as the dataset's next version and say which."""
+    from evals.datasets import write_dataset
+
+    dataset = write_dataset(
+        conn, settings.data_dir, settings.project, args.name, cases, append=args.append
+    )
+    print(f"wrote {dataset.name}@{dataset.version}: {len(dataset.cases):,} cases")
+
+
 def cmd_dataset_create(args: argparse.Namespace) -> int:
     """Build a dataset version from the traces that match the filters."""
-    from evals.datasets import cases_from_traces, write_dataset
+    from evals.datasets import cases_from_traces
 
     if error := _dataset_args_error(args):
         return fail(error)
@@ -110,16 +120,13 @@ def cmd_dataset_create(args: argparse.Namespace) -> int:
     )
     if not built.cases:
         return fail("no cases: nothing matched the filters", 1)
-    dataset = write_dataset(
-        conn, settings.data_dir, settings.project, args.name, built.cases, append=args.append
-    )
-    print(f"wrote {dataset.name}@{dataset.version}: {len(dataset.cases):,} cases")
+    _write(args, settings, conn, built.cases)
     return 0
 
 
 def cmd_dataset_import(args: argparse.Namespace) -> int:
     """Import cases from a JSONL file as a new dataset version."""
-    from evals.datasets import read_jsonl_cases, write_dataset
+    from evals.datasets import read_jsonl_cases
 
     if error := _dataset_args_error(args):
         return fail(error)
@@ -138,10 +145,7 @@ def cmd_dataset_import(args: argparse.Namespace) -> int:
     )
     if not imported.cases:
         return fail("no valid cases to import", 1)
-    dataset = write_dataset(
-        conn, settings.data_dir, settings.project, args.name, imported.cases, append=args.append
-    )
-    print(f"wrote {dataset.name}@{dataset.version}: {len(dataset.cases):,} cases")
+    _write(args, settings, conn, imported.cases)
     return 1 if imported.errors else 0
 
 

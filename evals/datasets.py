@@ -61,7 +61,7 @@ DATASETS_LOCK = ".eval-datasets.lock"
 _PAGE = 500
 
 #: ``messages_of(span)``: the chat input a span's model received and what it answered.
-MessagesOf = Callable[[SpanDetail], tuple[list[Message], str | None]]
+MessagesOf = Callable[[SpanDetail], tuple[Sequence[Message], str | None]]
 
 
 def check_dataset_name(name: str) -> str:

@@ -215,6 +215,7 @@ def empty_spans() -> pa.Table:
     """An empty table with the canonical span schema."""
     return SPAN_SCHEMA.empty_table()
 
+
 #: Eval dataset cases (evals.datasets): one row per case of one version of a named dataset.
 #: A version is a whole snapshot (creating or importing into a dataset writes version n + 1
 #: with every case it holds). ``case_id`` hashes the system prompt and the messages, so one
