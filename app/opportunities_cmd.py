@@ -71,8 +71,9 @@ def render_semantic(semantic: SemanticCache) -> list[str]:
     lines = [
         "## Semantic cache",
         "",
-        f"{semantic.num_compared:,} calls compared (nearest earlier input, same model and system "
-        f"prompt, within {duration_text(semantic.ttl)}); a hit disagrees when the answers' similarity is below "
+        f"{semantic.num_compared:,} calls simulated (each compared with the live entries of its "
+        f"model and system prompt, served for {duration_text(semantic.ttl)} from when they were "
+        f"stored); a hit disagrees when the answers' similarity is below "
         f"{semantic.answer_agreement} or their votes are opposite.",
         "",
         "| threshold | hits | hit rate | saved a month | disagreeing hits (95%) |",

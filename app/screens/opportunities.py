@@ -167,8 +167,9 @@ def _semantic_tab(conn: Any, scope: Scope, rules: CacheRules) -> None:
         },
     )  # fmt: skip
     st.caption(
-        f"{semantic.num_compared:,} calls compared with the nearest earlier input to the same "
-        f"model and system prompt that had finished less than {duration_text(rules.ttl)} before. A hit "
+        f"{semantic.num_compared:,} calls simulated, each compared with the live entries of its "
+        f"model and system prompt (answers stored by calls that missed, served for "
+        f"{duration_text(rules.ttl)} from when they ended). A hit "
         f"disagrees when the answer it would serve is far from the one given (embedding "
         f"similarity below {semantic.answer_agreement}) or the two got opposite votes. "
         + " ".join(f"Note: {n}." for n in semantic.notes)
