@@ -390,6 +390,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"flywheel: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (``flywheel eval dataset show … | head``): not an error of ours.
+        # Point stdout at devnull so the interpreter's final flush does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
@@ -486,3 +488,18 @@ def test_a_search_with_a_question_mark_still_filters(
     assert code == 0 and out.startswith("1 matching requests: 1 cases")
     [case] = _show(data_dir, "questions")
     assert case["trace_id"] == planted["parcel-error"].trace_id
+
+
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path: Path) -> None:
+    lines = [{"input": f"question number {i} " + "x" * 200, "reference": "y"} for i in range(3000)]
+    source = write_jsonl(tmp_path / "many.jsonl", lines)
+    data_dir = ["--data-dir", str(tmp_path / "lake")]
+    assert cli("eval", "dataset", "import", "many", str(source), *data_dir)[0] == 0
+    show = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "eval", "dataset", "show", "many", *data_dir],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert show.stdout is not None and show.stdout.read(100).startswith(b'{"messages"')
+    show.stdout.close()  # like `| head -c 100`
+    _, err = show.communicate(timeout=60)
+    assert show.returncode == 0 and b"Traceback" not in err and b"BrokenPipe" not in err
