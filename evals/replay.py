@@ -37,7 +37,7 @@ from evals.datasets import Dataset
 from evals.evaluators import Evaluator, score_all
 from evals.targets import RecordedCall, Target, take_recorded_calls
 from store.catalog import query
-from store.lake import EVAL_RESULTS, EVAL_RUNS, SPANS
+from store.lake import EVAL_RESULTS, EVAL_RUNS, SPANS, Lake
 from store.schema import EVAL_RESULT_SCHEMA, EVAL_RUN_SCHEMA, SPAN_SCHEMA
 from store.writer import LakeWriter
 
@@ -462,6 +462,9 @@ def replay(
             ready.extend(f.result() for f in pending if f.done() and f.exception() is None)
             if ready:
                 store(ready)
+    # The writer flushed every few seconds: merge this run's small result segments, so reading
+    # runs does not open one file per flush.
+    Lake(data_dir).compact(EVAL_RESULTS.name, min_segments=8)
     return ReplaySummary(
         run_id=run.run_id,
         num_cases=num_skipped + len(cases),

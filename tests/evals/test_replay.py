@@ -47,7 +47,7 @@ from evals.targets import (
     TargetConfig,
 )
 from store.catalog import open_catalog, query
-from store.lake import SPANS
+from store.lake import EVAL_RESULTS, SPANS, Lake
 from store.schema import SPAN_SCHEMA
 from store.writer import LakeWriter
 from tests.evals.openai_server import FakeOpenAI, last_user_text
@@ -712,3 +712,21 @@ def test_a_failing_target_fails_its_case_and_the_batch_is_stored(
     assert set(results) == set(texts)
     assert results["case 7"]["error"].startswith("target failed: AttributeError")
     assert scores(results["case 3"]) == {"length": pytest.approx(len("CASE 3") / 100)}
+
+
+def test_a_replay_merges_the_small_result_segments_it_left(
+    lake: tuple[Path, duckdb.DuckDBPyConnection],
+) -> None:
+    data_dir, conn = lake
+    texts = [f"segment case {i}" for i in range(10)]
+    dataset = make_dataset(data_dir, conn, texts)
+    recorded = RecordedTarget(reference_outputs(dataset), "reference")
+    run = begin(data_dir, dataset, recorded, ["exact"])
+    for case in dataset.cases[:9]:  # nine results, one segment each (as nine flushes would)
+        one = Dataset(dataset.name, dataset.version, dataset.time, [case])
+        with LakeWriter(data_dir) as writer:
+            writer.flush()
+        replay(conn, data_dir, run, one, recorded, evaluators("exact"))
+    segments = Lake(data_dir).list_segments(EVAL_RESULTS.name)
+    assert 1 <= len(segments) < 9
+    assert len(read_results(conn, PROJECT, [run.run_id])) == 9
