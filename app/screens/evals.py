@@ -363,6 +363,10 @@ def render(scope: Scope) -> None:
 
 
 st.title("Evals")
+st.caption(
+    "Runs and datasets of the sidebar's project, whatever their time: the time range and "
+    "filters choose the requests the dataset form takes."
+)
 _scope = ui.sidebar_filters(ui.catalog())
 if _scope is None:
     ui.show_empty_lake(ui.settings().data_dir)
