@@ -23,6 +23,7 @@ __all__ = [
     "case_id_of",
     "messages_from_json",
     "messages_to_json",
+    "no_output_score",
 ]
 
 #: A chat message as the OpenAI chat-completions API takes it: ``{"role": …, "content": …}``.
@@ -142,3 +143,8 @@ class Score:
     def __post_init__(self) -> None:
         if self.value is not None and not 0.0 <= self.value <= 1.0:
             raise ValueError(f"a score is in [0, 1], got {self.value}")
+
+
+def no_output_score(completion: Completion) -> Score:
+    """What every built-in evaluator gives a call that failed: no score, and why."""
+    return Score(None, f"no output: {completion.error or 'the target returned nothing'}")

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -35,10 +35,11 @@ import pyarrow as pa
 from evals.cases import Case, Completion, Score
 from evals.datasets import Dataset
 from evals.evaluators import Evaluator, score_all
+from evals.replay_traces import EVAL_PROJECT_SUFFIX, eval_project, span_rows
 from evals.targets import RecordedCall, Target, take_recorded_calls
 from store.catalog import query
 from store.lake import EVAL_RESULTS, EVAL_RUNS, SPANS, Lake
-from store.schema import EVAL_RESULT_SCHEMA, EVAL_RUN_SCHEMA, SPAN_SCHEMA
+from store.schema import EVAL_RESULT_SCHEMA, EVAL_RUN_SCHEMA
 from store.writer import LakeWriter
 
 __all__ = [
@@ -56,8 +57,6 @@ __all__ = [
     "target_label",
 ]
 
-#: Eval traffic lands in ``<project>`` + this suffix, out of the production project's metrics.
-EVAL_PROJECT_SUFFIX = ".eval"
 #: ``progress(done, total)`` as a run's finished cases are stored (one at a time, or in groups
 #: when an evaluator scores a batch at once).
 Progress = Callable[[int, int], None]
@@ -71,15 +70,6 @@ def target_label(target: dict[str, Any] | str) -> str:
     """
     described = json.loads(target) if isinstance(target, str) else target
     return str(described.get("model") or f"recorded: {described.get('source')}")
-
-
-def eval_project(project: str) -> str:
-    """The project a replay's own traces land in.
-
-    >>> eval_project("support")
-    'support.eval'
-    """
-    return project if project.endswith(EVAL_PROJECT_SUFFIX) else project + EVAL_PROJECT_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -232,98 +222,6 @@ def read_results(
     return frame
 
 
-def _chat_span(
-    common: dict[str, Any],
-    parent_id: str,
-    target: dict[str, Any],
-    completion: Completion,
-    started: datetime,
-    attributes: list[tuple[str, str]],
-) -> dict[str, Any]:
-    """A ``chat`` span for one call a replay made (the case's own, or an LLM judge's)."""
-    model = str(target.get("model") or "")
-    return {
-        **common,
-        "span_id": secrets.token_hex(8),
-        "parent_span_id": parent_id,
-        "name": f"chat {model}".strip(),
-        "kind": "CLIENT",
-        "start_time": started,
-        "end_time": started + timedelta(milliseconds=completion.latency_ms or 0.0),
-        "duration_ms": completion.latency_ms,
-        "status_code": "ERROR" if completion.error else "OK",
-        "status_message": completion.error,
-        "operation": "chat",
-        "provider": target.get("kind"),
-        "request_model": model or None,
-        "response_model": completion.model,
-        "input_tokens": completion.input_tokens,
-        "output_tokens": completion.output_tokens,
-        "output_text": completion.output,
-        "attributes": [
-            *attributes,
-            ("gen_ai.request.model", model),
-            ("server.address", str(target.get("base_url") or "")),
-            ("flywheel.eval.num_attempts", str(completion.num_attempts)),
-        ],
-    }
-
-
-def _span_rows(
-    run: RunInfo,
-    case: Case,
-    completion: Completion,
-    started: datetime,
-    trace_id: str,
-    extra_calls: Sequence[RecordedCall] = (),
-) -> pa.Table:
-    """The replay's trace of one case: a root span for the case, a ``chat`` span for its call
-    (unless the target is recorded) and one for each call an evaluator made (an LLM judge)."""
-    tags = {
-        "flywheel.traffic": "eval",
-        "flywheel.eval.run_id": run.run_id,
-        "flywheel.eval.dataset": f"{run.dataset}@{run.version}",
-        "flywheel.eval.case_id": case.case_id,
-    }
-    if case.source_trace_id:
-        tags["flywheel.eval.source_trace_id"] = case.source_trace_id
-    common: dict[str, Any] = {
-        "project": eval_project(run.project),
-        "trace_id": trace_id,
-        "kind": "INTERNAL",
-        "service_name": "flywheel-eval",
-        "scope_name": "flywheel.evals",
-        "input_text": case.user_input,
-        "resource_attributes": [("service.name", "flywheel-eval")],
-    }
-    root_id = secrets.token_hex(8)
-    calls = []
-    if run.target.get("kind") != "recorded":
-        role = [*tags.items(), ("flywheel.eval.role", "target")]
-        calls.append(_chat_span(common, root_id, run.target, completion, started, role))
-    for made in extra_calls:
-        role = [*tags.items(), ("flywheel.eval.role", made.role)]
-        span = _chat_span(common, root_id, made.target, made.completion, made.started, role)
-        span["input_text"] = next(
-            (m["content"] for m in reversed(made.messages) if m["role"] == "user"), None
-        )
-        calls.append(span)
-    end = max([started, *(c["end_time"] for c in calls)])
-    root = {
-        **common,
-        "span_id": root_id,
-        "name": f"eval {run.dataset}",
-        "start_time": started,
-        "end_time": end,
-        "duration_ms": (end - started) / timedelta(milliseconds=1),
-        "status_code": "ERROR" if completion.error else "OK",
-        "status_message": completion.error,
-        "output_text": completion.output,
-        "attributes": list(tags.items()),
-    }
-    return pa.Table.from_pylist([root, *calls], schema=SPAN_SCHEMA)
-
-
 def _result_row(
     run: RunInfo,
     case: Case,
@@ -430,7 +328,7 @@ def replay(
                 row = _result_row(run, case, completion, {**scores, **more}, trace_id, moment)
                 records.append((EVAL_RESULTS.name, row))
                 if trace_id is not None:
-                    spans = _span_rows(run, case, completion, started, trace_id, made)
+                    spans = span_rows(run, case, completion, started, trace_id, made)
                     records.append((SPANS.name, spans))
                 counts["called"] += 1
                 counts["errors"] += completion.error is not None

@@ -8,9 +8,9 @@ from types import ModuleType
 
 import pytest
 
-from evals import cases, compare, datasets, evaluators, replay, targets
+from evals import cases, compare, datasets, evaluators, judge, replay, replay_traces, targets
 
-MODULES = (cases, datasets, targets, evaluators, replay, compare)
+MODULES = (cases, datasets, targets, evaluators, judge, replay, replay_traces, compare)
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

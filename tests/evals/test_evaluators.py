@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from evals import evaluators
+from evals import evaluators, judge
 from evals.cases import Case, Completion, Message, Score
 from evals.evaluators import (
     DEFAULT_RUBRIC,
@@ -48,8 +48,8 @@ def score_one(spec: str, output: str | None, reference: str | None = "Paris", **
 
 
 def test_doctests() -> None:
-    failures, tried = doctest.testmod(evaluators, raise_on_error=False, verbose=False)
-    assert tried >= 3 and failures == 0
+    results = [doctest.testmod(m, raise_on_error=False, verbose=False) for m in (evaluators, judge)]
+    assert sum(tried for _, tried in results) >= 3 and all(failed == 0 for failed, _ in results)
 
 
 # --- exact, normalized, contains, regex --------------------------------------------------
