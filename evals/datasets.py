@@ -268,11 +268,16 @@ def read_jsonl_cases(path: Path | str, *, holdout: float = 0.2) -> ImportReport:
     errors: list[str] = []
     seen: set[str] = set()
     num_duplicates = 0
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                errors.append(f"{where}: not UTF-8 (byte {exc.start + 1} of the line)")
+                continue
             if not line.strip():
                 continue
-            where = f"{path}:{number}"
             try:
                 case = _case_from_json(json.loads(line), where, holdout)
             except json.JSONDecodeError as exc:

@@ -170,7 +170,8 @@ def extract_text(value: Any, mode: Mode) -> str | None:
     parsed = parse_json_value(value)
     if isinstance(parsed, str):
         return None if mode == "system" else parsed
-    if parsed is None:
+    if parsed is None or parsed == [] or parsed == {}:
+        # No messages at all ("[]"): there is no text, not the JSON text of nothing.
         return None
     if mode == "text":
         return content_text(parsed)
@@ -192,6 +193,13 @@ def extract_text(value: Any, mode: Mode) -> str | None:
             found = content_text(parsed.get(key))
             if found is None and mode == "system":
                 found = content_text(parsed.get("system_instruction"))
-    if found is None and mode != "system" and isinstance(value, str):
+    if found is None and mode != "system" and isinstance(value, str) and not _no_messages(parsed):
         return value
     return found
+
+
+def _no_messages(parsed: Any) -> bool:
+    """A known message container holding no message (``{"messages": []}``): no text at all."""
+    return isinstance(parsed, dict) and any(
+        parsed.get(key) == [] for key in ("messages", "contents", "input")
+    )

@@ -397,3 +397,13 @@ def test_parse_dataset_ref(ref: str, expected: tuple[str, int | None]) -> None:
 def test_parse_dataset_ref_errors(ref: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_dataset_ref(ref)
+
+
+def test_jsonl_line_that_is_not_utf8_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    good = json.dumps({"input": "café au lait?", "reference": "oui"}).encode()
+    bad = b'{"input": "caf\xe9"}'  # Latin-1, not UTF-8
+    path.write_bytes(good + b"\n" + bad + b"\n" + good.replace(b"lait", b"the") + b"\n")
+    imported = read_jsonl_cases(path)
+    assert [c.user_input for c in imported.cases] == ["café au lait?", "café au the?"]
+    assert imported.errors == [f"{path}:2: not UTF-8 (byte 15 of the line)"]
