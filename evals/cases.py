@@ -13,13 +13,15 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
     "Case",
+    "ChatTarget",
     "Completion",
     "Message",
     "Score",
+    "Target",
     "case_id_of",
     "messages_from_json",
     "messages_to_json",
@@ -148,3 +150,23 @@ class Score:
 def no_output_score(completion: Completion) -> Score:
     """What every built-in evaluator gives a call that failed: no score, and why."""
     return Score(None, f"no output: {completion.error or 'the target returned nothing'}")
+
+
+class Target(Protocol):
+    """Turns a case into a completion; never raises for a failed call (it is the result)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What this target is, for the run's record (no secrets)."""
+        ...
+
+    def complete(self, case: Case) -> Completion:
+        """Answer one case."""
+        ...
+
+
+class ChatTarget(Target, Protocol):
+    """A target that can also answer an arbitrary conversation (what an LLM judge needs)."""
+
+    def chat(self, messages: Sequence[Message]) -> Completion:
+        """Answer a list of chat messages."""
+        ...

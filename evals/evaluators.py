@@ -30,9 +30,8 @@ from jsonschema.exceptions import SchemaError, best_match
 from jsonschema.validators import Draft202012Validator, validator_for
 
 from analytics.embeddings import DEFAULT_MODEL, embed_texts
-from evals.cases import Case, Completion, Score, no_output_score
+from evals.cases import Case, ChatTarget, Completion, Score, no_output_score
 from evals.judge import DEFAULT_RUBRIC, Judge, parse_judge_score
-from evals.targets import ChatTarget
 
 __all__ = [
     "DEFAULT_RUBRIC", "EVALUATORS", "CaseFn", "CostOf", "Evaluator", "EvaluatorContext", "Judge",

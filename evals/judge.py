@@ -9,8 +9,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from evals.cases import Case, Completion, Message, Score, no_output_score
-from evals.targets import ChatTarget
+from evals.cases import Case, ChatTarget, Completion, Message, Score, no_output_score
 
 __all__ = ["DEFAULT_RUBRIC", "Judge", "parse_judge_score"]
 

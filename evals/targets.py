@@ -23,11 +23,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import openai
 
-from evals.cases import Case, Completion, Message
+from evals.cases import Case, ChatTarget, Completion, Message, Target
 
 __all__ = [
     "ChatTarget",
@@ -41,26 +41,6 @@ __all__ = [
     "apply_prompt",
     "take_recorded_calls",
 ]
-
-
-class Target(Protocol):
-    """Turns a case into a completion; never raises for a failed call (it is the result)."""
-
-    def describe(self) -> dict[str, Any]:
-        """What this target is, for the run's record (no secrets)."""
-        ...
-
-    def complete(self, case: Case) -> Completion:
-        """Answer one case."""
-        ...
-
-
-class ChatTarget(Target, Protocol):
-    """A target that can also answer an arbitrary conversation (what an LLM judge needs)."""
-
-    def chat(self, messages: Sequence[Message]) -> Completion:
-        """Answer a list of chat messages."""
-        ...
 
 
 class RateLimiter:
