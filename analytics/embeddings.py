@@ -25,7 +25,16 @@ import pyarrow as pa
 from store.lake import EMBEDDINGS, Lake
 from store.schema import EMBEDDING_SCHEMA
 
-__all__ = ["DEFAULT_MODEL", "Embedded", "Progress", "embed_texts", "load_model", "text_hash"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "Embedded",
+    "Progress",
+    "embed_texts",
+    "load_model",
+    "row_cosines",
+    "text_hash",
+    "unit_vectors",
+]
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 #: ``progress(done, total)``: called as a long embedding job goes (texts embedded, to embed).
@@ -128,3 +137,22 @@ def embed_texts(
         found.update(new)
     vectors = np.stack([found[h] for h in hashes]) if hashes else np.zeros((0, 0), np.float32)
     return Embedded(vectors, len(set(hashes)) - len(missing), len(missing))
+
+
+def unit_vectors(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (a zero row stays zero: it is similar to nothing).
+
+    >>> unit_vectors(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+    [[0.6, 0.8], [0.0, 0.0]]
+    """
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.asarray(vectors / np.where(norms > 0, norms, 1.0))
+
+
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The cosine similarity of each row of ``a`` with the same row of ``b`` (0 for a zero row).
+
+    >>> row_cosines(np.array([[1.0, 0.0], [0.0, 0.0]]), np.array([[1.0, 1.0], [1.0, 0.0]])).round(3)
+    array([0.707, 0.   ])
+    """
+    return np.asarray(np.einsum("ij,ij->i", unit_vectors(a), unit_vectors(b)))

@@ -38,10 +38,9 @@ from functools import cache
 from typing import Any, cast
 
 import duckdb
-import numpy as np
 import polars as pl
 
-from analytics.embeddings import DEFAULT_MODEL, Progress, embed_texts
+from analytics.embeddings import DEFAULT_MODEL, Progress, embed_texts, row_cosines, unit_vectors
 from analytics.scope import Scope, run_scoped
 from store.catalog import data_dir_of
 from store.schema import GENERATION_OPERATIONS
@@ -207,11 +206,6 @@ _TURN_SCHEMA = {
 }
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return np.asarray((a * b).sum(axis=1) / np.where(norms == 0, 1, norms))
-
-
 def implicit_turns(
     conn: duckdb.DuckDBPyConnection,
     scope: Scope,
@@ -281,10 +275,8 @@ def implicit_turns(
         ).vectors
         a, b = vectors[: len(pairs)], vectors[len(pairs) : 2 * len(pairs)]
         examples = vectors[2 * len(pairs) :]
-        cos = _cosine(a, b)
-        normed = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-        ex = examples / np.maximum(np.linalg.norm(examples, axis=1, keepdims=True), 1e-12)
-        nearest = (normed @ ex.T).max(axis=1)
+        cos = row_cosines(a, b)
+        nearest = (unit_vectors(b) @ unit_vectors(examples).T).max(axis=1)
         for j, i in enumerate(pairs):
             similarity[i] = float(cos[j])
             example_similarity[i] = float(nearest[j])

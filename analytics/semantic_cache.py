@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import cast
 
 import duckdb
 import numpy as np
@@ -30,7 +29,7 @@ import polars as pl
 
 from analytics.cache import CacheRules, cache_calls, ttl_ns
 from analytics.cost import monthly_projection
-from analytics.embeddings import DEFAULT_MODEL, Progress, embed_texts
+from analytics.embeddings import DEFAULT_MODEL, Progress, embed_texts, unit_vectors
 from analytics.feedback import thumbs_votes
 from analytics.quality import wilson_interval
 from analytics.scope import Scope
@@ -136,11 +135,6 @@ class SemanticCache:
     notes: list[str] = field(default_factory=list)
 
 
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return cast(np.ndarray, vectors / np.where(norms > 0, norms, 1.0))
-
-
 _HIT_SCHEMA = {"threshold": pl.Float64, "row": pl.Int64, "neighbour": pl.Int64,
                "similarity": pl.Float64}  # fmt: skip
 
@@ -220,7 +214,9 @@ def semantic_cache_opportunity(
     counted = calls.filter(pl.col("counted") & (pl.col("start_time") >= span_start))
     texts = eligible["input_text"].to_list()
     vectors = (
-        _unit(embed_texts(texts, data_dir, model, progress=progress).vectors.astype(np.float32))
+        unit_vectors(
+            embed_texts(texts, data_dir, model, progress=progress).vectors.astype(np.float32)
+        )
         if texts
         else np.zeros((0, 1), dtype=np.float32)
     )
@@ -304,7 +300,7 @@ def _judge_answers(
     pairs = hits.select("row", "neighbour").unique()
     involved = np.unique(np.concatenate([pairs["row"].to_numpy(), pairs["neighbour"].to_numpy()]))
     outputs = eligible["output_text"].to_list()
-    vectors = _unit(
+    vectors = unit_vectors(
         embed_texts([outputs[i] or "" for i in involved], data_dir, model).vectors.astype(
             np.float32
         )

@@ -15,6 +15,7 @@ from pathlib import Path
 from app.alerts_cmd import add_alerts_parser
 from app.eval_cmd import add_eval_parser
 from app.feedback_cmd import add_feedback_parsers
+from app.opportunities_cmd import add_opportunities_parser
 from app.report import add_report_parser
 from app.sample_evals import load_sample_evals
 from app.settings import Settings, SettingsError
@@ -310,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_serve)
 
-    add_report_parser(sub, common)
+    add_opportunities_parser(add_report_parser(sub, common), common)
     add_alerts_parser(sub, common)
     add_feedback_parsers(sub, common)
     add_eval_parser(sub, common)

@@ -30,6 +30,7 @@ from analytics.scope import (
     list_services,
 )
 from analytics.slos import SLOConfig, load_slo_config
+from app.report import duration_text
 from app.settings import Settings
 from store.catalog import open_catalog
 
@@ -100,6 +101,13 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
+def cache_key() -> tuple[str, str | None]:
+    """The data directory and price file: the first arguments of a page's ``st.cache_data``
+    functions, so a cached result is never served for another lake or price table."""
+    config = settings()
+    return str(config.data_dir), None if config.price_file is None else str(config.price_file)
+
+
 @st.cache_resource(ttl=timedelta(minutes=1), show_spinner=False)
 def _open_catalog(data_dir: str, price_file: str | None) -> duckdb.DuckDBPyConnection:
     # Reopened every minute so model names that arrive later get mapped to prices too.
@@ -111,9 +119,7 @@ def _open_catalog(data_dir: str, price_file: str | None) -> duckdb.DuckDBPyConne
 def catalog() -> duckdb.DuckDBPyConnection:
     """A cursor on the shared catalog connection for this script run (cursors are thread-safe
     to use one per thread; the connection itself is not)."""
-    config = settings()
-    price_file = None if config.price_file is None else str(config.price_file)
-    return _open_catalog(str(config.data_dir), price_file).cursor()
+    return _open_catalog(*cache_key()).cursor()
 
 
 @st.cache_data(ttl=timedelta(minutes=1), show_spinner=False)
@@ -555,13 +561,8 @@ def iso(moment: datetime) -> str:
 
 
 def bucket_label(bucket: timedelta) -> str:
-    """A time bucket in words: ``hour``, ``3 hours``, ``day``, ``15 minutes``."""
-    minutes = int(bucket.total_seconds() // 60)
-    for unit, size in (("week", 7 * 24 * 60), ("day", 24 * 60), ("hour", 60), ("minute", 1)):
-        if minutes >= size and minutes % size == 0:
-            count = minutes // size
-            return unit if count == 1 else f"{count} {unit}s"
-    return str(bucket)
+    """A time bucket in words, for "per …": ``hour``, ``3 hours``, ``day``, ``15 minutes``."""
+    return duration_text(bucket).removeprefix("1 ")
 
 
 def chart_layout(figure: Any, title: str, height: int = 340) -> Any:

@@ -16,6 +16,7 @@ from analytics.semantic_cache import (
     SemanticCache,
     semantic_cache_opportunity,
 )
+from app.report import add_scope_arguments, duration_text, scope_from_args
 from app.settings import Settings
 
 MAX_TEXT = 80
@@ -25,16 +26,6 @@ def _short(text: Any, size: int = MAX_TEXT) -> str:
     """One line of a text for a Markdown table cell."""
     flat = " ".join(str(text or "").split()).replace("|", "\\|")
     return flat if len(flat) <= size else flat[: size - 1] + "…"
-
-
-def duration_text(span: timedelta) -> str:
-    """A time to live in words: ``1 hour``, ``5 minutes``, ``1 day``, ``90 seconds``."""
-    seconds = span.total_seconds()
-    for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0:
-            count = int(seconds // size)
-            return f"{count} {unit}" + ("s" if count > 1 else "")
-    return f"{seconds:g} seconds"
 
 
 def _usd(value: float | None) -> str:
@@ -150,7 +141,6 @@ def render_routing(routing: Routing) -> list[str]:
 def cmd_opportunities(args: argparse.Namespace) -> int:
     """Print the cache and routing opportunities of a scope as Markdown."""
     from analytics.cost import install_prices
-    from app.report import scope_from_args
     from store.catalog import open_catalog
 
     settings = Settings.from_args(args)
@@ -206,8 +196,6 @@ def cmd_opportunities(args: argparse.Namespace) -> int:
 
 def add_opportunities_parser(kinds: Any, common: argparse.ArgumentParser) -> None:
     """Add ``report opportunities`` to the ``report`` subcommands."""
-    from app.report import add_scope_arguments
-
     text = "cache and routing opportunities: savings and risks, as Markdown"
     p = kinds.add_parser(
         "opportunities", parents=[common], help=text,

@@ -52,11 +52,18 @@ from analytics.latency import DIMENSIONS, latency_by_dimension, latency_percenti
 from analytics.quality import quality_rates
 from analytics.scope import Scope, data_time_range
 from analytics.slos import SLOConfigError, load_slo_config
-from app.opportunities_cmd import add_opportunities_parser
 from app.settings import Settings, SettingsError
 from store.catalog import open_catalog
 
-__all__ = ["REPORTS", "Report", "add_report_parser", "build_report", "cmd_report", "parse_since"]
+__all__ = [
+    "REPORTS",
+    "Report",
+    "add_report_parser",
+    "build_report",
+    "cmd_report",
+    "duration_text",
+    "parse_since",
+]
 
 #: Report kind → the dimensions ``--by`` accepts.
 REPORTS: dict[str, tuple[str, ...]] = {
@@ -87,6 +94,16 @@ class Report:
 
 
 # --------------------------------------------------------------------------- time options
+
+
+def duration_text(span: timedelta) -> str:
+    """A time to live in words: ``1 hour``, ``5 minutes``, ``1 day``, ``90 seconds``."""
+    seconds = span.total_seconds()
+    for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}" + ("s" if count > 1 else "")
+    return f"{seconds:g} seconds"
 
 
 def parse_moment(text: str) -> datetime:
@@ -404,8 +421,9 @@ def scope_from_args(
     )
 
 
-def add_report_parser(subparsers: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add ``report latency|goodput|cost|guardrails`` to the ``flywheel`` parser."""
+def add_report_parser(subparsers: Any, common: argparse.ArgumentParser) -> Any:
+    """Add ``report latency|goodput|cost|guardrails`` to the ``flywheel`` parser; returns the
+    report kinds' subparsers, for other modules to add theirs (``report opportunities``)."""
     report = subparsers.add_parser(
         "report",
         help="latency, goodput, cost or guardrail numbers as a table, JSON or CSV",
@@ -443,8 +461,7 @@ def add_report_parser(subparsers: Any, common: argparse.ArgumentParser) -> argpa
                 help="SLO file instead of the built-in one ($FLYWHEEL_SLO_FILE)",
             )
         p.set_defaults(func=cmd_report)
-    add_opportunities_parser(kinds, common)
-    return report
+    return kinds
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,7 +29,7 @@ import numpy as np
 from jsonschema.exceptions import SchemaError, best_match
 from jsonschema.validators import Draft202012Validator, validator_for
 
-from analytics.embeddings import DEFAULT_MODEL, embed_texts
+from analytics.embeddings import DEFAULT_MODEL, embed_texts, row_cosines
 from evals.cases import Case, ChatTarget, Completion, Score, no_output_score
 from evals.judge import DEFAULT_RUBRIC, Judge, parse_judge_score
 
@@ -268,12 +268,7 @@ class Similarity:
             return []
         texts = [output for output, _ in pairs] + [reference for _, reference in pairs]
         vectors = embed_texts(texts, self.data_dir, self.model).vectors.astype(np.float64)
-        a, b = vectors[: len(pairs)], vectors[len(pairs) :]
-        norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-        dots = np.einsum("ij,ij->i", a, b)
-        # a zero vector is similar to nothing
-        cosines = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
-        return [float(c) for c in cosines]
+        return [float(c) for c in row_cosines(vectors[: len(pairs)], vectors[len(pairs) :])]
 
 
 def _clipped(cosine: float) -> Score:

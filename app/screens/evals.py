@@ -190,11 +190,7 @@ def _compare_tab(conn: Any, project: str) -> None:
         st.selectbox, "Baseline run", ordered, "baseline", format_func=labels.get
     )
     done = int(runs.filter(pl.col("run_id").is_in([run_id, baseline_id]))["num_done"].sum())
-    settings = ui.settings()
-    comparison = _comparison(
-        str(settings.data_dir), str(settings.price_file) if settings.price_file else None,
-        project, run_id, baseline_id, done,
-    )  # fmt: skip
+    comparison = _comparison(*ui.cache_key(), project, run_id, baseline_id, done)
     if not comparison.evaluators:
         st.warning("These runs share no scored case: were they made on the same dataset?")
         return

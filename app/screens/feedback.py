@@ -197,14 +197,9 @@ def _correlation(data_dir: str, price_file: str | None, scope: Scope, lag: int) 
     return quality_business_correlation(ui.catalog(), scope, lags=(lag,))
 
 
-def _cache_key() -> tuple[str, str | None]:
-    config = ui.settings()
-    return str(config.data_dir), None if config.price_file is None else str(config.price_file)
-
-
 def _implicit_tab(conn: Any, scope: Scope) -> None:
     with st.spinner("Reading sessions (follow-ups are embedded once, then cached)…"):
-        turns = _turns(*_cache_key(), scope)
+        turns = _turns(*ui.cache_key(), scope)
     if turns.is_empty():
         st.info("No sessions in this range: implicit signals need a session id on requests.")
         return
@@ -341,7 +336,7 @@ def _correlation_tab(conn: Any, scope: Scope) -> None:
     lag = ui.url_choice(st.segmented_control, "Business metric measured", list(LAGS), "lag",
                         LAGS.__getitem__)  # fmt: skip
     with st.spinner("Computing daily quality and business metrics…"):
-        table = _correlation(*_cache_key(), scope, int(lag))
+        table = _correlation(*ui.cache_key(), scope, int(lag))
     if table.is_empty():
         st.info(
             "Correlations need at least 7 days with both a quality and a business value: pick "

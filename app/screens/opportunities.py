@@ -17,7 +17,7 @@ from analytics.routing import routing_opportunity
 from analytics.scope import Scope, list_routes
 from analytics.semantic_cache import semantic_cache_opportunity
 from app import components as ui
-from app.opportunities_cmd import duration_text
+from app.report import duration_text
 
 TABS = {"Exact cache": "exact", "Semantic cache": "semantic", "Routing": "routing"}
 TTLS = {"60": "1 hour", "5": "5 minutes", "1440": "1 day"}
@@ -55,11 +55,6 @@ def _rules(scope: Scope) -> CacheRules:
         return CacheRules(ttl=timedelta(minutes=int(minutes)), per_user=per_user)
 
 
-def _cache_key() -> tuple[str, str | None]:
-    config = ui.settings()
-    return str(config.data_dir), None if config.price_file is None else str(config.price_file)
-
-
 # Cached a minute: moving the examples slider or switching tabs must not redo the analysis.
 @st.cache_data(ttl=60, show_spinner="Simulating an exact cache…")
 def _exact(data_dir: str, price_file: str | None, scope: Scope, rules: CacheRules) -> Any:
@@ -88,7 +83,7 @@ def _routing(
 
 
 def _exact_tab(conn: Any, scope: Scope, rules: CacheRules) -> None:
-    exact = _exact(*_cache_key(), scope, rules)
+    exact = _exact(*ui.cache_key(), scope, rules)
     tiles = st.columns(4)
     tiles[0].metric(
         "Hit rate", ui.format_percent(exact.hit_rate),
@@ -146,7 +141,7 @@ def _threshold_chart(by_threshold: pl.DataFrame, recommended: float | None) -> g
 
 
 def _semantic_tab(conn: Any, scope: Scope, rules: CacheRules) -> None:
-    semantic = _semantic(*_cache_key(), scope, rules, ui.embedding_progress("inputs and answers"))
+    semantic = _semantic(*ui.cache_key(), scope, rules, ui.embedding_progress("inputs and answers"))
     if semantic.recommended is not None:
         st.success(semantic.trade_off)
     else:
@@ -225,7 +220,7 @@ def _routing_tab(conn: Any, scope: Scope) -> None:
     )  # fmt: skip
     try:
         routing = _routing(
-            *_cache_key(), scope, int(intents), float(margin), ui.embedding_progress("inputs")
+            *ui.cache_key(), scope, int(intents), float(margin), ui.embedding_progress("inputs")
         )
     except ValueError as exc:
         st.info(f"Not enough traffic in this range: {exc}.")
