@@ -6,6 +6,12 @@ that started in the window; one that started before the window and is still runn
 seen, so the first minutes of a window read a little low. A call is in flight on its half-open
 interval ``[start_time, end_time)``: a call that ends at the instant another starts does not
 overlap it.
+
+Concurrency works in integer microseconds since the epoch: a running sum over the calls' start
+(+1) and end (−1) events ordered by one integer key, ``time × 4 + order`` (ends before starts at
+the same instant, as the half-open interval asks), and bucket starts found by remainder from the
+first bucket's start. The same arithmetic on ``TIMESTAMPTZ`` values (``time_bucket`` with a time
+zone, interval addition) costs about twice as much over 30 days of calls.
 """
 
 from __future__ import annotations
@@ -70,23 +76,28 @@ WITH requests AS (
     SELECT
         count(*) AS num_llm_calls,
         CAST(coalesce(sum(input_tokens), 0) AS BIGINT) AS input_tokens,
-        CAST(coalesce(sum(output_tokens), 0) AS BIGINT) AS output_tokens,
-        coalesce(sum(
-            date_diff('microsecond', start_time, least(end_time, $end::TIMESTAMPTZ))
-        ) FILTER (WHERE end_time > start_time), 0) / 1e6 AS busy_s
+        CAST(coalesce(sum(output_tokens), 0) AS BIGINT) AS output_tokens
     FROM scoped_llm_calls
+), intervals AS MATERIALIZED (
+    SELECT
+        epoch_us(CAST(start_time AS TIMESTAMPTZ)) AS s,
+        least(epoch_us(CAST(end_time AS TIMESTAMPTZ)), epoch_us($end::TIMESTAMPTZ)) AS e
+    FROM scoped_llm_calls
+    WHERE end_time > start_time
+), busy AS (
+    SELECT coalesce(sum(e - s), 0) / 1e6 AS busy_s FROM intervals
 ), events AS (
-    SELECT start_time AS t, 1 AS delta, 1 AS ord FROM scoped_llm_calls WHERE end_time > start_time
-    UNION ALL
-    SELECT end_time, -1, 0 FROM scoped_llm_calls WHERE end_time > start_time
+    SELECT s * 4 + 1 AS event_key, 1 AS delta FROM intervals
+    UNION ALL SELECT e * 4, -1 FROM intervals
 ), running AS (
-    SELECT sum(delta) OVER (ORDER BY t, ord ROWS UNBOUNDED PRECEDING) AS in_flight FROM events
+    SELECT sum(delta) OVER (ORDER BY event_key ROWS UNBOUNDED PRECEDING) AS in_flight FROM events
 )
 SELECT
     requests.num_requests,
     calls.*,
+    busy.busy_s,
     (SELECT coalesce(max(in_flight), 0) FROM running) AS peak_concurrency
-FROM requests, calls
+FROM requests, calls, busy
 """
 
 
@@ -172,36 +183,44 @@ def throughput_by_time(
 
 CONCURRENCY_BY_TIME_SQL = """
 WITH buckets AS (
-    SELECT unnest(range(
+    SELECT bucket_start, epoch_us(bucket_start) AS bucket_us
+    FROM (SELECT unnest(range(
         time_bucket($bucket, $start::TIMESTAMPTZ, 'UTC'), $end::TIMESTAMPTZ, $bucket
-    )) AS bucket_start
-), intervals AS (
+    )) AS bucket_start)
+), bounds AS (
     SELECT
-        CAST(start_time AS TIMESTAMPTZ) AS s,
-        least(CAST(end_time AS TIMESTAMPTZ), $end::TIMESTAMPTZ) AS e
-    FROM {source}
+        epoch_us($start::TIMESTAMPTZ) AS start_us,
+        epoch_us($end::TIMESTAMPTZ) AS end_us,
+        epoch_us(time_bucket($bucket, $start::TIMESTAMPTZ, 'UTC')) AS first_us,
+        epoch_us($bucket) AS width_us
+), intervals AS MATERIALIZED (
+    SELECT
+        epoch_us(CAST(start_time AS TIMESTAMPTZ)) AS s,
+        least(epoch_us(CAST(end_time AS TIMESTAMPTZ)), end_us) AS e,
+        first_us,
+        width_us
+    FROM {source}, bounds
     WHERE end_time > start_time
-), pieces AS (
-    -- A call crossing bucket boundaries contributes its overlap with each bucket.
-    SELECT
-        piece AS bucket_start,
-        date_diff('microsecond', greatest(s, piece), least(e, piece + $bucket)) AS busy_us
-    FROM (SELECT s, e, unnest(range(time_bucket($bucket, s, 'UTC'), e, $bucket)) AS piece
-          FROM intervals)
 ), busy AS (
-    SELECT bucket_start, sum(busy_us) AS busy_us FROM pieces GROUP BY 1
+    -- A call crossing bucket boundaries contributes its overlap with each bucket.
+    SELECT piece AS bucket_us, sum(least(e, piece + width_us) - greatest(s, piece)) AS busy_us
+    FROM (SELECT s, e, width_us, unnest(range(s - (s - first_us) % width_us, e, width_us)) AS piece
+          FROM intervals)
+    GROUP BY 1
 ), events AS (
-    SELECT s AS t, 1 AS delta, 1 AS ord FROM intervals
-    UNION ALL SELECT e, -1, 0 FROM intervals
+    SELECT s * 4 + 1 AS event_key, 1 AS delta FROM intervals
+    UNION ALL SELECT e * 4, -1 FROM intervals
     -- A zero-delta event at each bucket start carries the in-flight count into the bucket.
-    UNION ALL SELECT bucket_start, 0, 2 FROM buckets
+    UNION ALL SELECT bucket_us * 4 + 2, 0 FROM buckets
 ), running AS (
-    SELECT t, sum(delta) OVER (ORDER BY t, ord ROWS UNBOUNDED PRECEDING) AS in_flight
+    SELECT
+        event_key // 4 AS t,
+        sum(delta) OVER (ORDER BY event_key ROWS UNBOUNDED PRECEDING) AS in_flight
     FROM events
 ), peaks AS (
-    SELECT time_bucket($bucket, t, 'UTC') AS bucket_start, max(in_flight) AS peak
-    FROM running
-    WHERE t >= $start AND t < $end
+    SELECT t - (t - first_us) % width_us AS bucket_us, max(in_flight) AS peak
+    FROM running, bounds
+    WHERE t >= start_us AND t < end_us
     GROUP BY 1
 )
 SELECT
@@ -213,8 +232,8 @@ SELECT
     ) AS mean_concurrency,
     CAST(coalesce(peaks.peak, 0) AS BIGINT) AS peak_concurrency
 FROM buckets
-LEFT JOIN busy USING (bucket_start)
-LEFT JOIN peaks USING (bucket_start)
+LEFT JOIN busy USING (bucket_us)
+LEFT JOIN peaks USING (bucket_us)
 ORDER BY buckets.bucket_start
 """
 
