@@ -302,8 +302,11 @@ def _derived_sql(derived: _Derived, files: tuple[str, ...], edge_spans: str) -> 
     )
 
 
-def _scope_ctes(conn: duckdb.DuckDBPyConnection, scope: Scope) -> tuple[str, dict[str, Any]]:
-    """The ``WITH`` body that defines the scoped relations, and its bound parameters."""
+def _scope_ctes(
+    conn: duckdb.DuckDBPyConnection, scope: Scope
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """The scoped relations' definitions (name → ``"name" AS (…)``, each after those it reads),
+    and their bound parameters."""
     trace_spans_from = scope.start - TRACE_MARGIN
     trace_spans_to = scope.end + TRACE_MARGIN
     data_dir = data_dir_of(conn)
@@ -332,21 +335,21 @@ def _scope_ctes(conn: duckdb.DuckDBPyConnection, scope: Scope) -> tuple[str, dic
         params["models"] = list(scope.models)
     if scope.routes:
         params["routes"] = list(scope.routes)
-    ctes = []
+    ctes: dict[str, str] = {}
     for derived in _DERIVED:
         edge_spans = f"{derived.name}_edge_spans"
-        ctes.append(
+        ctes[edge_spans] = (
             f"{quote_identifier(edge_spans)} AS NOT MATERIALIZED "
             f"({_edge_spans_sql(params, derived, kept.unkept if kept is not None else ())})"
         )
         files = kept.files.get(derived.kind, ()) if kept is not None else ()
-        ctes.append(
+        ctes[derived.name] = (
             f"{quote_identifier(derived.name)} AS NOT MATERIALIZED "
             f"({_derived_sql(derived, files, edge_spans)})"
         )
-    ctes.append(f"{quote_identifier('scoped_roots')} AS ({_SCOPED_ROOTS_SQL.strip()})")
+    ctes["scoped_roots"] = f"{quote_identifier('scoped_roots')} AS ({_SCOPED_ROOTS_SQL.strip()})"
     for scoped, source in _WHOLE_TRACE_RELATIONS:
-        ctes.append(
+        ctes[scoped] = (
             f"{quote_identifier(scoped)} AS (SELECT * FROM {source} WHERE project = $project)"
         )
     for scoped, view, time_column, model_predicate, route_predicate in _SCOPED_RELATIONS:
@@ -359,8 +362,25 @@ def _scope_ctes(conn: duckdb.DuckDBPyConnection, scope: Scope) -> tuple[str, dic
             predicates.append(route_predicate)
         where = " AND ".join(predicates)
         source = view if "(" in view else quote_identifier(view)
-        ctes.append(f"{quote_identifier(scoped)} AS (SELECT * FROM {source} WHERE {where})")
-    return ",\n".join(ctes), params
+        ctes[scoped] = f"{quote_identifier(scoped)} AS (SELECT * FROM {source} WHERE {where})"
+    return ctes, params
+
+
+def _used_ctes(ctes: dict[str, str], body: str) -> str:
+    """The ``WITH`` body of the definitions ``body`` reads, directly or through another one.
+
+    Every definition is bound and optimized even when nothing reads it, which costs tens of
+    milliseconds a query (the kept-file lists are long), so the unread ones are left out.
+    """
+    wanted: set[str] = set()
+    pending = [body]
+    while pending:
+        text = pending.pop()
+        for name in ctes.keys() - wanted:
+            if re.search(rf"\b{name}\b", text):
+                wanted.add(name)
+                pending.append(ctes[name].split(" AS ", 1)[1])
+    return ",\n".join(definition for name, definition in ctes.items() if name in wanted)
 
 
 def run_scoped(
@@ -385,9 +405,15 @@ def run_scoped(
     try:
         cur.execute("SET TimeZone = 'UTC'")
         for attempt in (1, 2):
-            ctes, bound = _scope_ctes(cur, scope)
+            definitions, bound = _scope_ctes(cur, scope)
             bound.update(params or {})
-            text = f"WITH {ctes},\n{body[own_with.end() :]}" if own_with else f"WITH {ctes}\n{body}"
+            ctes = _used_ctes(definitions, body)
+            if not ctes:
+                text = body
+            elif own_with:
+                text = f"WITH {ctes},\n{body[own_with.end() :]}"
+            else:
+                text = f"WITH {ctes}\n{body}"
             # DuckDB rejects unused parameters; which of the scope's a query uses depends on
             # what is kept (a window without kept rows reads no kept-hours bounds).
             bound = {
