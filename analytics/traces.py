@@ -244,7 +244,7 @@ _CALLS_CTE = """, call_totals AS (
         CAST(sum(input_tokens) AS BIGINT) AS input_tokens,
         CAST(sum(output_tokens) AS BIGINT) AS output_tokens,
         arg_min(ttft_ms, start_time) FILTER (WHERE ttft_ms IS NOT NULL) AS ttft_ms
-    FROM scoped_trace_calls
+    FROM scoped_request_calls
     WHERE trace_id IN (SELECT trace_id FROM candidates)
     GROUP BY trace_id
 )"""
