@@ -1,0 +1,57 @@
+"""The one chdb session of a test process, and a fresh database per test.
+
+chdb runs the ClickHouse engine in-process and allows one data path per process (a second
+``Session`` with another path fails), so every test module that needs ClickHouse shares the
+session :func:`process_session` opens, and isolates its data in a database of its own.
+"""
+
+from __future__ import annotations
+
+import atexit
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+_SESSION: list[Any] = []
+
+
+def process_session() -> Any:
+    """The process's chdb session (opened on first use, closed at exit)."""
+    if not _SESSION:
+        from chdb import session as chdb_session
+
+        path = tempfile.mkdtemp(prefix="flywheel-chdb-")
+        session = chdb_session.Session(path)
+        _SESSION.append(session)
+
+        def close() -> None:
+            session.close()
+            shutil.rmtree(path, ignore_errors=True)
+
+        atexit.register(close)
+    return _SESSION[0]
+
+
+def new_database() -> str:
+    """A fresh, empty database in the process's session; its name."""
+    name = f"t_{secrets.token_hex(6)}"
+    process_session().query(f"CREATE DATABASE {name}")
+    return name
+
+
+@pytest.fixture(scope="session")
+def clickhouse() -> Any:
+    """The process's chdb session."""
+    return process_session()
+
+
+@pytest.fixture
+def database(clickhouse: Any) -> Iterator[str]:
+    """A database of the test's own, dropped after it."""
+    name = new_database()
+    yield name
+    clickhouse.query(f"DROP DATABASE IF EXISTS {name}")
