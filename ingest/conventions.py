@@ -39,57 +39,80 @@ class Column:
     triggers: tuple[tuple[str, ...], ...]
 
 
-def _coerce(value: Any, type_: str) -> Any:
-    """Convert a source value to the column type; None when it does not fit."""
-    if value is None:
+def _to_string(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def _to_int(value: Any) -> int | None:
+    if isinstance(value, bool):
         return None
-    if type_ == "string" or type_ == "hash":
-        if isinstance(value, str):
-            return value or None
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, int | float):
-            return str(value)
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
-    if type_ == "int":
-        if isinstance(value, bool):
-            return None
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float):
-            return int(value) if math.isfinite(value) and value == int(value) else None
-        if isinstance(value, str):
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) and value == int(value) else None
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
             try:
-                return int(value.strip())
-            except ValueError:
-                try:
-                    as_float = float(value)
-                except ValueError:
-                    return None
-                return _coerce(as_float, "int")
-        return None
-    if type_ == "float":
-        if isinstance(value, bool):
-            return None
-        if isinstance(value, int | float):
-            number = float(value)
-        elif isinstance(value, str):
-            try:
-                number = float(value.strip())
+                as_float = float(value)
             except ValueError:
                 return None
-        else:
-            return None
-        return number if math.isfinite(number) else None
-    if type_ == "string_list":
-        value = parse_json_value(value)
-        if isinstance(value, str):
-            return [value]
-        if isinstance(value, list):
-            items = [str(v) for v in value if v is not None]
-            return items or None
+            return _to_int(as_float)
+    return None
+
+
+def _to_float(value: Any) -> float | None:
+    if isinstance(value, bool):
         return None
-    raise ValueError(f"unknown column type {type_!r}")
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _to_string_list(value: Any) -> list[str] | None:
+    value = parse_json_value(value)
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        items = [str(v) for v in value if v is not None]
+        return items or None
+    return None
+
+
+def _to_hash(value: Any) -> str | None:
+    text = _to_string(value)
+    return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+_COERCERS: dict[str, Callable[[Any], Any]] = {
+    "string": _to_string,
+    "int": _to_int,
+    "float": _to_float,
+    "string_list": _to_string_list,
+    "hash": _to_hash,
+}
+
+
+def _coercer(type_: str) -> Callable[[Any], Any]:
+    """The function that converts a (non-None) source value to a column type, or gives None."""
+    try:
+        return _COERCERS[type_]
+    except KeyError:
+        raise ValueError(f"unknown column type {type_!r}") from None
 
 
 def _parse_rfc3339_ns(text: str) -> int | None:
@@ -132,7 +155,7 @@ def _value_transform(spec: Mapping[str, Any]) -> Callable[[Any], Any]:
             elif not keep_unmapped:
                 return None
         if scale is not None:
-            number = _coerce(value, "float")
+            number = _to_float(value)
             return None if number is None else number * float(scale)
         return value
 
@@ -221,6 +244,12 @@ def _compile_source(spec: Mapping[str, Any]) -> tuple[Reader, str, tuple[str, ..
     raise ValueError(f"conventions: a source needs attr, attr_json, indexed or event: {dict(spec)}")
 
 
+#: One column's part of a plan: its index, its readers in precedence order, its coercion.
+_Step = tuple[int, tuple[Reader, ...], Callable[[Any], Any]]
+#: Distinct attribute-key sets whose plans a normalizer keeps (then it starts over).
+PLAN_CACHE_SIZE = 4096
+
+
 class Normalizer:
     """Reads canonical columns out of a span's attributes and events."""
 
@@ -236,37 +265,54 @@ class Normalizer:
                     self._event_sources.append((col, prio))
                 for key in keys:
                     self._by_key.setdefault(key, []).append((col, prio))
+        self._coercers = tuple(_coercer(c.type) for c in self.columns)
+        # Spans of one instrumentation share their attribute keys, so which sources to try,
+        # in which order, is worked out once per distinct key set (and events or none).
+        self._plans: dict[tuple[bool, tuple[str, ...]], tuple[_Step, ...]] = {}
+
+    def _plan(self, keys: tuple[str, ...], has_events: bool) -> tuple[_Step, ...]:
+        candidates: dict[int, set[int]] = {}
+        by_key = self._by_key
+        for key in keys:
+            hits = by_key.get(key)
+            if hits is not None:
+                for col, prio in hits:
+                    candidates.setdefault(col, set()).add(prio)
+        if has_events:
+            for col, prio in self._event_sources:
+                candidates.setdefault(col, set()).add(prio)
+        return tuple(
+            (col, tuple(self.columns[col].readers[p] for p in sorted(prios)), self._coercers[col])
+            for col, prios in sorted(candidates.items())
+        )
+
+    def values(
+        self, attrs: Mapping[str, Any], events: Sequence[RawEvent], start_ns: int
+    ) -> list[Any]:
+        """The canonical values of one span, in ``names`` order (None where no source has one)."""
+        keys = tuple(attrs)
+        plan_key = (bool(events), keys)
+        plan = self._plans.get(plan_key)
+        if plan is None:
+            if len(self._plans) >= PLAN_CACHE_SIZE:
+                self._plans.clear()
+            plan = self._plans[plan_key] = self._plan(keys, bool(events))
+        out: list[Any] = [None] * len(self.names)
+        for col, readers, coerce in plan:
+            for reader in readers:
+                raw = reader(attrs, events, start_ns)
+                if raw is not None:
+                    value = coerce(raw)
+                    if value is not None:
+                        out[col] = value
+                        break
+        return out
 
     def normalize(
         self, attrs: Mapping[str, Any], events: Sequence[RawEvent], start_ns: int
     ) -> dict[str, Any]:
-        """The canonical values of one span (None where no source has one)."""
-        candidates: dict[int, list[int]] = {}
-        by_key = self._by_key
-        for key in attrs:
-            hits = by_key.get(key)
-            if hits is not None:
-                for col, prio in hits:
-                    candidates.setdefault(col, []).append(prio)
-        if events:
-            for col, prio in self._event_sources:
-                candidates.setdefault(col, []).append(prio)
-        out: dict[str, Any] = dict.fromkeys(self.names)
-        for col, prios in candidates.items():
-            column = self.columns[col]
-            if len(prios) > 1:
-                prios.sort()
-            for prio in prios:
-                raw = column.readers[prio](attrs, events, start_ns)
-                if raw is None:
-                    continue
-                value = _coerce(raw, column.type)
-                if value is not None:
-                    if column.type == "hash":
-                        value = hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
-                    out[column.name] = value
-                    break
-        return out
+        """The canonical values of one span by column name (None where no source has one)."""
+        return dict(zip(self.names, self.values(attrs, events, start_ns), strict=True))
 
 
 def parse_conventions(text: str) -> Normalizer:

@@ -57,9 +57,15 @@ def _attrs(key_values: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kv in key_values:
         value = kv.value
+        # Most values are non-empty strings: one field read instead of WhichOneof and a read
+        # (a non-string value reads as "").
+        text = value.string_value
+        if text:
+            out[kv.key] = text
+            continue
         which = value.WhichOneof("value")
         if which == "string_value":
-            out[kv.key] = value.string_value
+            out[kv.key] = text
         elif which == "int_value":
             out[kv.key] = value.int_value
         else:

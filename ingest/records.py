@@ -16,10 +16,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from ingest.conventions import Normalizer, RawEvent, load_normalizer
-from store.schema import DEFAULT_PROJECT, FEEDBACK_SCHEMA, SPAN_SCHEMA
+from store.schema import ATTRIBUTE_MAP, DEFAULT_PROJECT, FEEDBACK_SCHEMA, SPAN_SCHEMA
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _ZERO_TRACE = "0" * 32
@@ -120,19 +121,108 @@ def text_map(attrs: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(k, v if type(v) is str else attribute_text(v)) for k, v in attrs.items()]
 
 
+#: The columns ``add`` fills from its arguments, in the order of the row tuples it keeps.
+_BASE_COLUMNS = (
+    "project", "trace_id", "span_id", "parent_span_id", "name", "kind", "service_name",
+    "scope_name", "start_time", "end_time", "duration_ms", "status_code", "status_message",
+)  # fmt: skip
+_TIMESTAMP_COLUMNS = frozenset(
+    f.name for f in SPAN_SCHEMA if f.type == SPAN_SCHEMA.field("start_time").type
+)
+_EVENTS_TYPE = SPAN_SCHEMA.field("events").type
+_LINKS_TYPE = SPAN_SCHEMA.field("links").type
+
+
+class _MapColumn:
+    """A list of string -> string maps kept as flat keys, values and end offsets."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.values: list[str] = []
+        self.ends: list[int] = []
+
+    def add(self, attrs: Mapping[str, Any]) -> None:
+        self.keys.extend(attrs)
+        self.values.extend([v if type(v) is str else attribute_text(v) for v in attrs.values()])
+        self.ends.append(len(self.keys))
+
+    def array(self) -> pa.MapArray:
+        offsets = np.zeros(len(self.ends) + 1, dtype=np.int32)
+        offsets[1:] = self.ends
+        return pa.MapArray.from_arrays(
+            pa.array(offsets),
+            pa.array(self.keys, pa.string()),
+            pa.array(self.values, pa.string()),
+            type=ATTRIBUTE_MAP,
+        )
+
+
+class _StructListColumn:
+    """A list<struct<a, b, attributes>> column (events, links) built from flat parts; a row
+    with no entries is null."""
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+        self.counts: list[int] = []
+        self.first: list[Any] = []
+        self.second: list[str] = []
+        self.attributes = _MapColumn()
+
+    def add(self, row: int, entries: Sequence[tuple[Any, str, Mapping[str, Any]]]) -> None:
+        for a, b, attrs in entries:
+            self.first.append(a)
+            self.second.append(b)
+            self.attributes.add(attrs)
+        self.rows.append(row)
+        self.counts.append(len(entries))
+
+    def array(self, num_rows: int, type_: pa.ListType) -> pa.ListArray:
+        counts = np.zeros(num_rows, dtype=np.int32)
+        counts[self.rows] = self.counts
+        offsets = np.zeros(num_rows + 1, dtype=np.int32)
+        np.cumsum(counts, out=offsets[1:])
+        struct_type = type_.value_type
+        first_type = struct_type.field(0).type
+        first = (
+            pa.array(self.first, pa.int64()).cast(first_type)
+            if first_type == SPAN_SCHEMA.field("start_time").type
+            else pa.array(self.first, first_type)
+        )
+        structs = pa.StructArray.from_arrays(
+            [first, pa.array(self.second, struct_type.field(1).type), self.attributes.array()],
+            fields=list(struct_type),
+        )
+        return pa.ListArray.from_arrays(
+            pa.array(offsets), structs, type=type_, mask=pa.array(counts == 0)
+        )
+
+
 class SpanBuilder:
-    """Accumulates validated, normalized spans column by column."""
+    """Accumulates validated, normalized spans column by column.
+
+    Rows are kept as tuples and attribute maps as flat key and value lists, and turned into
+    Arrow columns once per batch; a resource's attribute map is stored once and repeated by
+    index for each of its spans (decoders pass the same list for every span of a resource).
+    """
 
     def __init__(
         self, project: str = DEFAULT_PROJECT, normalizer: Normalizer | None = None
     ) -> None:
         self.project = project
         self.normalizer = normalizer or load_normalizer()
-        self._columns: dict[str, list[Any]] = {name: [] for name in SPAN_SCHEMA.names}
+        self._canonical_index = {name: i for i, name in enumerate(self.normalizer.names)}
+        self._rows: list[tuple[Any, ...]] = []
+        self._canonical: list[list[Any]] = []
+        self._attributes = _MapColumn()
+        self._resources: list[list[tuple[str, str]]] = []
+        self._resource_of: list[int] = []
+        self._last_resource: list[tuple[str, str]] | None = None
+        self._events = _StructListColumn()
+        self._links = _StructListColumn()
         self.errors: list[IngestError] = []
 
     def __len__(self) -> int:
-        return len(self._columns["span_id"])
+        return len(self._rows)
 
     def add(
         self,
@@ -159,8 +249,15 @@ class SpanBuilder:
     ) -> bool:
         """Validate and append one span; on bad input record an IngestError and return False."""
         reason = None
-        tid = normalize_hex_id(trace_id, 16)
-        sid = normalize_hex_id(span_id, 8)
+        # Binary ids of the right size (protobuf) are the common case: hex them directly.
+        if type(trace_id) is bytes and len(trace_id) == 16:
+            tid: str | None = trace_id.hex()
+        else:
+            tid = normalize_hex_id(trace_id, 16)
+        if type(span_id) is bytes and len(span_id) == 8:
+            sid: str | None = span_id.hex()
+        else:
+            sid = normalize_hex_id(span_id, 8)
         pid = None
         if tid is None or tid == _ZERO_TRACE:
             reason = f"invalid trace id {trace_id!r}: want 16 bytes as 32 hex characters"
@@ -182,34 +279,30 @@ class SpanBuilder:
         if reason is not None:
             self.errors.append(IngestError(source, location, reason))
             return False
-        canonical = self.normalizer.normalize(attrs, events, start_ns)
+        canonical = self.normalizer.values(attrs, events, start_ns)
         if overrides:
-            canonical.update({k: v for k, v in overrides.items() if v is not None})
-        cols = self._columns
-        cols["project"].append(project or self.project)
-        cols["trace_id"].append(tid)
-        cols["span_id"].append(sid)
-        cols["parent_span_id"].append(pid)
-        cols["name"].append(name)
-        cols["kind"].append(kind)
-        cols["service_name"].append(service_name)
-        cols["scope_name"].append(scope_name or None)
-        cols["start_time"].append(start_ns)
-        cols["end_time"].append(end_ns)
-        cols["duration_ms"].append((end_ns - start_ns) / 1e6)
-        cols["status_code"].append(status_code)
-        cols["status_message"].append(status_message or None)
-        for column, value in canonical.items():
-            cols[column].append(value)
-        cols["resource_attributes"].append(resource_attrs)
-        cols["attributes"].append(text_map(attrs))
-        cols["events"].append(
-            [{"time": t, "name": n, "attributes": text_map(a)} for t, n, a in events] or None
-        )
-        cols["links"].append(
-            [{"trace_id": lt, "span_id": ls, "attributes": text_map(la)} for lt, ls, la in links]
-            or None
-        )
+            index = self._canonical_index
+            for column, value in overrides.items():
+                if value is not None and column in index:
+                    canonical[index[column]] = value
+        row = len(self._rows)
+        self._rows.append(
+            (
+                project or self.project, tid, sid, pid, name, kind, service_name,
+                scope_name or None, start_ns, end_ns, (end_ns - start_ns) / 1e6, status_code,
+                status_message or None,
+            )
+        )  # fmt: skip
+        self._canonical.append(canonical)
+        self._attributes.add(attrs)
+        if resource_attrs is not self._last_resource:
+            self._last_resource = resource_attrs
+            self._resources.append(resource_attrs)
+        self._resource_of.append(len(self._resources) - 1)
+        if events:
+            self._events.add(row, events)
+        if links:
+            self._links.add(row, links)
         return True
 
     def reject(self, error: IngestError) -> None:
@@ -218,13 +311,38 @@ class SpanBuilder:
 
     def table(self) -> pa.Table:
         """The accumulated rows as a table with the canonical schema."""
+        with gc_paused():
+            return self._table()
+
+    def _table(self) -> pa.Table:
+        num_rows = len(self._rows)
+        values: dict[str, Sequence[Any]] = dict(
+            zip(
+                _BASE_COLUMNS,
+                zip(*self._rows, strict=True) if num_rows else [()] * len(_BASE_COLUMNS),
+                strict=True,
+            )
+        )
+        canonical = (
+            zip(*self._canonical, strict=True) if num_rows else [()] * len(self._canonical_index)
+        )
+        values.update(zip(self.normalizer.names, canonical, strict=True))
         arrays = []
         for schema_field in SPAN_SCHEMA:
-            values = self._columns[schema_field.name]
-            if schema_field.type == SPAN_SCHEMA.field("start_time").type:
-                arrays.append(pa.array(values, pa.int64()).cast(schema_field.type))
+            name = schema_field.name
+            if name == "attributes":
+                arrays.append(self._attributes.array())
+            elif name == "resource_attributes":
+                resources = pa.array(self._resources, schema_field.type)
+                arrays.append(resources.take(pa.array(self._resource_of, pa.int32())))
+            elif name == "events":
+                arrays.append(self._events.array(num_rows, _EVENTS_TYPE))
+            elif name == "links":
+                arrays.append(self._links.array(num_rows, _LINKS_TYPE))
+            elif name in _TIMESTAMP_COLUMNS:
+                arrays.append(pa.array(values[name], pa.int64()).cast(schema_field.type))
             else:
-                arrays.append(pa.array(values, schema_field.type))
+                arrays.append(pa.array(values.get(name, [None] * num_rows), schema_field.type))
         return pa.Table.from_arrays(arrays, schema=SPAN_SCHEMA)
 
     def decoded(self) -> Decoded:
