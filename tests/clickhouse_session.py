@@ -1,8 +1,11 @@
 """The one chdb session of a test process, and a fresh database per test.
 
-chdb runs the ClickHouse engine in-process and allows one data path per process (a second
-``Session`` with another path fails), so every test module that needs ClickHouse shares the
-session :func:`process_session` opens, and isolates its data in a database of its own.
+chdb runs one embedded ClickHouse server per process, bound to one data path: a second
+``Session`` with another path fails (even after the first is closed). So every user in the
+process shares the session :func:`process_session` opens (it closes at exit) and isolates its
+data in a database of its own (:func:`new_database`). Test modules import the fixtures
+``clickhouse`` (the session) and ``database`` (a fresh one per test, dropped after it);
+``tests/clickhouse_lake.py`` uses the functions.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from typing import Any
 
 import pytest
 
+__all__ = ["clickhouse", "database", "new_database", "process_session"]
+
 _SESSION: list[Any] = []
 
 
 def process_session() -> Any:
-    """The process's chdb session (opened on first use, closed at exit)."""
+    """The process's chdb session (``chdb.session.Session``), opened on first use."""
     if not _SESSION:
         from chdb import session as chdb_session
 
