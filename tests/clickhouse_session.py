@@ -3,8 +3,10 @@
 chdb runs one embedded ClickHouse server per process, bound to one data path: a second
 ``Session`` with another path fails (even after the first is closed). So every user in the
 process shares the session :func:`process_session` opens (it closes at exit) and isolates its
-data in a database of its own (:func:`new_database`). Test modules import the fixtures
-``clickhouse`` (the session) and ``database`` (a fresh one per test, dropped after it);
+data in a database of its own (:func:`new_database`). Test modules import
+``clickhouse_fixture`` and ``database_fixture`` (named so that a test's ``clickhouse`` and
+``database`` arguments do not shadow the imports): ``clickhouse`` is the session, ``database``
+a fresh one per test, dropped after it;
 ``tests/clickhouse_lake.py`` uses the functions.
 """
 
@@ -19,7 +21,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["clickhouse", "database", "new_database", "process_session"]
+__all__ = ["clickhouse_fixture", "database_fixture", "new_database", "process_session"]
 
 _SESSION: list[Any] = []
 
@@ -48,14 +50,14 @@ def new_database() -> str:
     return name
 
 
-@pytest.fixture(scope="session")
-def clickhouse() -> Any:
+@pytest.fixture(scope="session", name="clickhouse")
+def clickhouse_fixture() -> Any:
     """The process's chdb session."""
     return process_session()
 
 
-@pytest.fixture
-def database(clickhouse: Any) -> Iterator[str]:
+@pytest.fixture(name="database")
+def database_fixture(clickhouse: Any) -> Iterator[str]:
     """A database of the test's own, dropped after it."""
     name = new_database()
     yield name

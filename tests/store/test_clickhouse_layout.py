@@ -6,9 +6,7 @@ data path per process) and each test works in its own database.
 
 from __future__ import annotations
 
-import secrets
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,23 +24,9 @@ from store.clickhouse import (
     otel_traces_ddl,
 )
 from store.schema import SPAN_SCHEMA
+from tests.clickhouse_session import clickhouse_fixture, database_fixture  # noqa: F401
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "data" / "traces.pb.gz"
-
-
-@pytest.fixture(scope="session")
-def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[chdb_session.Session]:
-    session = chdb_session.Session(str(tmp_path_factory.mktemp("chdb")))
-    yield session
-    session.close()
-
-
-@pytest.fixture
-def database(clickhouse: chdb_session.Session) -> Iterator[str]:
-    name = f"t_{secrets.token_hex(4)}"
-    clickhouse.query(f"CREATE DATABASE {name}")
-    yield name
-    clickhouse.query(f"DROP DATABASE {name}")
 
 
 @pytest.fixture(scope="module")
