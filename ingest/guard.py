@@ -45,6 +45,7 @@ from ingest.detectors import (
     find_sensitive,
 )
 from ingest.guardrails import GuardrailResult, GuardrailRules, load_rules
+from ingest.records import gc_paused
 from ingest.redaction import RedactionPolicy, SpanRedactor
 from ingest.span_feedback import span_feedback
 from store.schema import ATTRIBUTE_MAP, FEEDBACK_SCHEMA, GENERATION_OPERATIONS, GUARDRAIL_SCHEMA
@@ -123,13 +124,11 @@ class _Results:
     def add(
         self, span: Mapping[str, Any], source: str, result: GuardrailResult, **extra: Any
     ) -> None:
-        key = "|".join(
-            str(part)
-            for part in (
-                span["trace_id"], span["span_id"], source, result.guardrail, result.stage,
-                result.category, result.reason if source == "detector" else "", result.ordinal,
-            )
-        )  # fmt: skip
+        reason = result.reason if source == "detector" else ""
+        key = (
+            f"{span['trace_id']}|{span['span_id']}|{source}|{result.guardrail}|{result.stage}"
+            f"|{result.category}|{reason}|{result.ordinal}"
+        )
         row = {
             "project": span["project"],
             "result_id": hashlib.sha256(key.encode("utf-8")).hexdigest()[:32],
@@ -177,23 +176,54 @@ _INT_EVENTS = pa.list_(
 
 
 def _rows(spans: pa.Table, indices: np.ndarray, names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The chosen rows as dicts (``to_pylist`` values; start and event times as integer
+    nanoseconds), converted column by column: maps and event lists from their flat children,
+    which is much cheaper than Arrow's nested ``to_pylist``."""
     if not len(indices):
         return []
     taken = spans.select(list(names)).take(pa.array(indices, pa.int64()))
-    if "start_time" in names:
-        taken = taken.set_column(
-            taken.schema.get_field_index("start_time"),
-            "start_time",
-            taken.column("start_time").cast(pa.int64()),
-        )
-    if "events" in names:  # event times as integer nanoseconds, like start_time
-        taken = taken.set_column(
-            taken.schema.get_field_index("events"),
-            "events",
-            taken.column("events").cast(_INT_EVENTS),
-        )
-    rows: list[dict[str, Any]] = taken.to_pylist()
-    return rows
+    columns: list[list[Any]] = []
+    for name in names:
+        column = taken.column(name).combine_chunks()
+        if name == "start_time":
+            columns.append(column.cast(pa.int64()).to_pylist())
+        elif name == "events":  # event times as integer nanoseconds, like start_time
+            columns.append(_event_lists(column.cast(_INT_EVENTS)))
+        elif isinstance(column, pa.MapArray):
+            columns.append(_map_lists(column))
+        else:
+            columns.append(column.to_pylist())
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+def _map_lists(maps: pa.MapArray) -> list[Any]:
+    """``maps.to_pylist()``: a list of (key, value) pairs per row, None for a null map."""
+    offsets = maps.offsets.to_pylist()
+    pairs = list(zip(maps.keys.to_pylist(), maps.items.to_pylist(), strict=True))
+    valid = maps.is_valid().to_pylist() if maps.null_count else None
+    return [
+        pairs[offsets[i] : offsets[i + 1]] if valid is None or valid[i] else None
+        for i in range(len(maps))
+    ]
+
+
+def _event_lists(events: pa.ListArray) -> list[Any]:
+    """``events.to_pylist()`` for the events column (list of struct time, name, attributes)."""
+    structs = events.values
+    if structs.null_count or structs.offset:
+        return list(events.to_pylist())
+    times = structs.field("time").to_pylist()
+    names = structs.field("name").to_pylist()
+    maps = _map_lists(structs.field("attributes"))
+    entries = [
+        {"time": t, "name": n, "attributes": a} for t, n, a in zip(times, names, maps, strict=True)
+    ]
+    offsets = events.offsets.to_pylist()
+    valid = events.is_valid().to_pylist() if events.null_count else None
+    return [
+        entries[offsets[i] : offsets[i + 1]] if valid is None or valid[i] else None
+        for i in range(len(events))
+    ]
 
 
 def _json_invalid(text: str | None) -> str | None:
@@ -207,10 +237,16 @@ def _json_invalid(text: str | None) -> str | None:
     return None
 
 
+#: Below this many text bytes a batch is screened in one RE2 pass over all its texts joined;
+#: above it, copying the texts costs more than compiling the pattern once per column.
+SCREEN_CONCAT_MAX_BYTES = 1 << 20
+
+
 @dataclass(frozen=True)
 class _Screened:
-    """Which texts of a batch might hold PII or a secret: one RE2 pass over all of them (each
-    pass compiles its pattern, which costs more than scanning a receiver-sized batch)."""
+    """Which texts of a batch might hold PII or a secret. A small batch's texts are joined and
+    screened in one RE2 pass (each pass compiles its pattern, which costs more than scanning a
+    receiver-sized batch); a large batch's columns are screened one by one, without a copy."""
 
     columns: dict[str, np.ndarray]  # per row, for each of TEXT_COLUMNS
     attributes: np.ndarray  # per entry of the attribute maps (``_plain`` order)
@@ -221,8 +257,12 @@ class _Screened:
         parts = [spans.column(c).combine_chunks() for c in TEXT_COLUMNS]
         parts.append(_plain(spans.column("attributes").combine_chunks()).items)
         parts.append(_event_maps(spans)[2].items)
-        mask = _screen(pa.concat_arrays([p.cast(pa.string()) for p in parts]), SENSITIVE_SCREEN)
-        pieces = np.split(mask, np.cumsum([len(p) for p in parts])[:-1])
+        texts = [p.cast(pa.string()) for p in parts]
+        if sum(t.nbytes for t in texts) <= SCREEN_CONCAT_MAX_BYTES:
+            mask = _screen(pa.concat_arrays(texts), SENSITIVE_SCREEN)
+            pieces = np.split(mask, np.cumsum([len(p) for p in parts])[:-1])
+        else:
+            pieces = [_screen(t, SENSITIVE_SCREEN) for t in texts]
         return cls(dict(zip(TEXT_COLUMNS, pieces, strict=False)), pieces[-2], pieces[-1])
 
 
@@ -249,6 +289,10 @@ class Guard:
 
     def apply(self, spans: pa.Table) -> Guarded:
         """Guardrail results of ``spans``, and the spans with the policy's redactions made."""
+        with gc_paused():  # the rows read into Python are many small acyclic objects
+            return self._apply(spans)
+
+    def _apply(self, spans: pa.Table) -> Guarded:
         n = spans.num_rows
         if n == 0:
             return Guarded(spans)
@@ -310,8 +354,10 @@ class Guard:
         input_text, output_text = spans.column("input_text"), spans.column("output_text")
         sensitive_in = generation & screened.columns["input_text"]
         sensitive_out = generation & screened.columns["output_text"]
-        screened_in = sensitive_in | (generation & _screen(input_text, _PHRASE["prompt_injection"]))
-        screened_out = sensitive_out | (generation & _screen(output_text, _PHRASE["refusal"]))
+        phrase_in = generation & _screen(input_text, _PHRASE["prompt_injection"])
+        phrase_out = generation & _screen(output_text, _PHRASE["refusal"])
+        screened_in = sensitive_in | phrase_in
+        screened_out = sensitive_out | phrase_out
         empty_text = _mask_of(pc.equal(pc.utf8_trim_whitespace(output_text), ""))
         no_tokens = _mask_of(
             pc.and_(pc.is_null(output_text), pc.equal(spans.column("output_tokens"), 0))
@@ -351,7 +397,9 @@ class Guard:
                         num_matches=count,
                     )
                 phrase_kind = "prompt_injection" if stage == "input" else "refusal"
-                phrase = find_phrase(phrase_kind, text)
+                # The keyword screen passes every text the pattern matches: skip the others.
+                phrase_screened = phrase_in if stage == "input" else phrase_out
+                phrase = find_phrase(phrase_kind, text) if phrase_screened[index] else None
                 if phrase is not None:
                     results.add(
                         span,
@@ -479,18 +527,25 @@ def _rewritten(
     texts: pa.Array | pa.ChunkedArray, candidates: np.ndarray, rewrite: Callable[[int, str], str]
 ) -> pa.Array | None:
     """``texts`` with every candidate value passed through ``rewrite(index, text)``; None when
-    nothing changed."""
+    nothing changed. Only the candidates are read into Python."""
     indices = np.flatnonzero(candidates)
     if not len(indices):
         return None
-    values = texts.to_pylist()
-    changed = False
-    for index in indices:
-        new = rewrite(int(index), values[index])
-        if new != values[index]:
-            values[index] = new
-            changed = True
-    return pa.array(values, pa.string()) if changed else None
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    old = texts.take(pa.array(indices)).to_pylist()
+    changed = np.zeros(len(texts), dtype=bool)
+    replacements = []
+    for index, text in zip(indices, old, strict=True):
+        new = rewrite(int(index), text)
+        if new != text:
+            changed[index] = True
+            replacements.append(new)
+    if not replacements:
+        return None
+    return pc.replace_with_mask(
+        texts.cast(pa.string()), pa.array(changed), pa.array(replacements, pa.string())
+    )
 
 
 def _plain(array: pa.Array) -> pa.Array:

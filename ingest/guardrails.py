@@ -20,6 +20,7 @@ from importlib import resources
 from typing import Any
 
 CONVENTIONS_TOML = "conventions.toml"
+_NEGATED = {"true": "false", "false": "true"}
 
 
 @dataclass(frozen=True)
@@ -86,12 +87,14 @@ class GuardrailRules:
         for name, sources in self._sources:
             out[name] = None
             for key, negate in sources:
-                value = next((m[key] for m in maps if m.get(key) not in (None, "")), None)
-                if value is not None:
-                    out[name] = (
-                        {"true": "false", "false": "true"}.get(value.lower()) if negate else value
-                    )
-                    break
+                for m in maps:
+                    value = m.get(key)
+                    if value is not None and value != "":
+                        out[name] = _NEGATED.get(value.lower()) if negate else value
+                        break
+                else:
+                    continue
+                break
         return out
 
     def _action(self, fields: Mapping[str, str | None]) -> str | None:
