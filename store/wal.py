@@ -46,18 +46,32 @@ class WalRecord:
 
 def encode_frame(table_name: str, table: pa.Table) -> bytes:
     """Serialize one table as a framed, checksummed WAL record."""
+    header, payload = _encode(table_name, table)
+    data: bytes = payload.to_pybytes()
+    return header + data
+
+
+def _encode(table_name: str, table: pa.Table) -> tuple[bytes, pa.Buffer]:
+    """One record's frame header and its payload (the Arrow IPC stream), not joined."""
     metadata = dict(table.schema.metadata or {})
     metadata[TABLE_NAME_KEY] = table_name.encode()
     table = table.replace_schema_metadata(metadata)
-    sink = pa.BufferOutputStream()
+    # A dry run sizes the stream without copying anything, so the payload is written once,
+    # into a buffer of its exact size, rather than into a growing one copied out to bytes.
+    mock = pa.MockOutputStream()
+    _write_stream(mock, table)
+    if mock.size() > _MAX_PAYLOAD:
+        raise ValueError(f"WAL record of {mock.size()} bytes exceeds the 4 GiB frame limit")
+    payload = pa.allocate_buffer(mock.size())
+    _write_stream(pa.FixedSizeBufferWriter(payload), table)
+    length = struct.pack("<I", payload.size)
+    crc = zlib.crc32(payload, zlib.crc32(length))
+    return HEADER.pack(MAGIC, payload.size, crc), payload
+
+
+def _write_stream(sink: pa.NativeFile, table: pa.Table) -> None:
     with pa.ipc.new_stream(sink, table.schema) as stream:
         stream.write_table(table)
-    payload: bytes = sink.getvalue().to_pybytes()
-    if len(payload) > _MAX_PAYLOAD:
-        raise ValueError(f"WAL record of {len(payload)} bytes exceeds the 4 GiB frame limit")
-    length = struct.pack("<I", len(payload))
-    crc = zlib.crc32(payload, zlib.crc32(length))
-    return HEADER.pack(MAGIC, len(payload), crc) + payload
 
 
 def _decode_payload(payload: bytes) -> tuple[str, pa.Table]:
@@ -102,12 +116,14 @@ class WalFile:
 
     def append_many(self, records: Iterable[tuple[str, pa.Table]]) -> int:
         """Append several tables with a single fsync (group commit); returns the bytes written."""
-        frames = [encode_frame(name, table) for name, table in records]
-        data = b"".join(frames)
-        if not data:
+        frames = [_encode(name, table) for name, table in records]
+        if not frames:
             return 0
+        size: int = sum(len(header) + payload.size for header, payload in frames)
         try:
-            self._handle.write(data)
+            for header, payload in frames:  # written from Arrow's buffer: no copy into bytes
+                self._handle.write(header)
+                self._handle.write(payload)
             self._handle.flush()
             os.fsync(self._handle.fileno())
         except BaseException:
@@ -115,9 +131,9 @@ class WalFile:
             self._handle.truncate(self._size)
             self._handle.seek(self._size)
             raise
-        self._size += len(data)
+        self._size += size
         self.num_records += len(frames)
-        return len(data)
+        return size
 
     def close(self, *, delete: bool = False) -> None:
         """Close the log (releasing its lock), optionally deleting it first."""
