@@ -200,9 +200,11 @@ class _StructListColumn:
 class SpanBuilder:
     """Accumulates validated, normalized spans column by column.
 
-    Rows are kept as tuples and attribute maps as flat key and value lists, and turned into
-    Arrow columns once per batch; a resource's attribute map is stored once and repeated by
-    index for each of its spans (decoders pass the same list for every span of a resource).
+    Each span's scalar values (``_BASE_COLUMNS``, then the normalizer's columns) are appended
+    to one flat list and attribute maps to flat key and value lists, which become Arrow
+    columns once per batch: no container is kept per span, so the cyclic collector has
+    nothing per span to walk. A resource's attribute map is stored once and repeated by index
+    for each of its spans (decoders pass the same list for every span of a resource).
     """
 
     def __init__(
@@ -211,8 +213,9 @@ class SpanBuilder:
         self.project = project
         self.normalizer = normalizer or load_normalizer()
         self._canonical_index = {name: i for i, name in enumerate(self.normalizer.names)}
-        self._rows: list[tuple[Any, ...]] = []
-        self._canonical: list[list[Any]] = []
+        self._columns = (*_BASE_COLUMNS, *self.normalizer.names)
+        self._values: list[Any] = []
+        self._num_rows = 0
         self._attributes = _MapColumn()
         self._resources: list[list[tuple[str, str]]] = []
         self._resource_of: list[int] = []
@@ -222,7 +225,7 @@ class SpanBuilder:
         self.errors: list[IngestError] = []
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return self._num_rows
 
     def add(
         self,
@@ -285,15 +288,16 @@ class SpanBuilder:
             for column, value in overrides.items():
                 if value is not None and column in index:
                     canonical[index[column]] = value
-        row = len(self._rows)
-        self._rows.append(
+        row = self._num_rows
+        self._num_rows += 1
+        self._values.extend(
             (
                 project or self.project, tid, sid, pid, name, kind, service_name,
                 scope_name or None, start_ns, end_ns, (end_ns - start_ns) / 1e6, status_code,
                 status_message or None,
             )
         )  # fmt: skip
-        self._canonical.append(canonical)
+        self._values.extend(canonical)
         self._attributes.add(attrs)
         if resource_attrs is not self._last_resource:
             self._last_resource = resource_attrs
@@ -315,18 +319,9 @@ class SpanBuilder:
             return self._table()
 
     def _table(self) -> pa.Table:
-        num_rows = len(self._rows)
-        values: dict[str, Sequence[Any]] = dict(
-            zip(
-                _BASE_COLUMNS,
-                zip(*self._rows, strict=True) if num_rows else [()] * len(_BASE_COLUMNS),
-                strict=True,
-            )
-        )
-        canonical = (
-            zip(*self._canonical, strict=True) if num_rows else [()] * len(self._canonical_index)
-        )
-        values.update(zip(self.normalizer.names, canonical, strict=True))
+        num_rows = self._num_rows
+        width = len(self._columns)
+        values = {name: self._values[i::width] for i, name in enumerate(self._columns)}
         arrays = []
         for schema_field in SPAN_SCHEMA:
             name = schema_field.name
