@@ -111,7 +111,9 @@ def _add_request_protobuf(
         service_name = service if isinstance(service, str) else None
         for s_index, scope_spans in enumerate(resource_spans.scope_spans):
             scope_name = scope_spans.scope.name
+            where = f"resourceSpans[{r_index}].scopeSpans[{s_index}].spans["
             for index, span in enumerate(scope_spans.spans):
+                status = span.status
                 events: list[RawEvent] = [
                     (e.time_unix_nano, e.name, _attrs(e.attributes)) for e in span.events
                 ]
@@ -120,7 +122,7 @@ def _add_request_protobuf(
                 ]
                 builder.add(
                     source=source,
-                    location=f"resourceSpans[{r_index}].scopeSpans[{s_index}].spans[{index}]",
+                    location=f"{where}{index}]",
                     trace_id=span.trace_id,
                     span_id=span.span_id,
                     parent_span_id=span.parent_span_id,
@@ -130,8 +132,8 @@ def _add_request_protobuf(
                     scope_name=scope_name,
                     start_ns=span.start_time_unix_nano,
                     end_ns=span.end_time_unix_nano,
-                    status_code=STATUS_CODES.get(span.status.code, "UNSET"),
-                    status_message=span.status.message,
+                    status_code=STATUS_CODES.get(status.code, "UNSET"),
+                    status_message=status.message,
                     attrs=_attrs(span.attributes),
                     resource_attrs=resource_text,
                     events=events,

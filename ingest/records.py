@@ -57,6 +57,8 @@ class Decoded:
 
 
 _JSON_TEXT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+#: One string as JSON, quoted and escaped exactly as _JSON_TEXT writes it (ensure_ascii=False).
+_JSON_STRING = json.encoder.encode_basestring
 
 
 @contextmanager
@@ -87,6 +89,10 @@ def attribute_text(value: Any) -> str:
         return base64.b64encode(value).decode("ascii")
     if value is None:
         return ""
+    if isinstance(value, list) and all(type(v) is str for v in value):
+        # What _JSON_TEXT gives for a list of strings (finish reasons, stop sequences),
+        # without setting up an encoder per value.
+        return "[" + ",".join(map(_JSON_STRING, value)) + "]"
     return _JSON_TEXT(_jsonable(value))
 
 
@@ -143,7 +149,18 @@ class _MapColumn:
 
     def add(self, attrs: Mapping[str, Any]) -> None:
         self.keys.extend(attrs)
-        self.values.extend([v if type(v) is str else attribute_text(v) for v in attrs.values()])
+        # Strings and plain numbers (nearly every value) without a call: their text is
+        # themselves or repr(), as attribute_text gives.
+        self.values.extend(
+            [
+                v
+                if (t := type(v)) is str
+                else repr(v)
+                if t is int or t is float
+                else attribute_text(v)
+                for v in attrs.values()
+            ]
+        )
         self.ends.append(len(self.keys))
 
     def array(self) -> pa.MapArray:
