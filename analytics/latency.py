@@ -360,10 +360,10 @@ def latency_by_time(
 HISTOGRAM_TAIL_QUANTILE = 0.99
 
 LATENCY_HISTOGRAM_SQL = """
-WITH rows AS ({rows}), values AS (
+WITH rows AS ({rows}), observed AS (
     SELECT value FROM rows WHERE value IS NOT NULL
 ), stats AS (
-    SELECT quantile_cont(value, $tail_q) AS upper, max(value) AS top FROM values
+    SELECT quantile_cont(value, $tail_q) AS upper, max(value) AS top FROM observed
 ), binned AS (
     SELECT
         CASE
@@ -372,7 +372,7 @@ WITH rows AS ({rows}), values AS (
                 AS INTEGER)
         END AS bin,
         count(*) AS count
-    FROM values, stats
+    FROM observed, stats
     GROUP BY bin
 )
 SELECT binned.bin, binned.count, stats.upper, stats.top FROM binned, stats ORDER BY bin

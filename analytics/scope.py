@@ -309,7 +309,8 @@ def _scope_ctes(
     and their bound parameters."""
     trace_spans_from = scope.start - TRACE_MARGIN
     trace_spans_to = scope.end + TRACE_MARGIN
-    data_dir = data_dir_of(conn)
+    # Kept per-segment work exists for the Parquet lake only (DuckDB's catalog).
+    data_dir = data_dir_of(conn) if isinstance(conn, duckdb.DuckDBPyConnection) else None
     kept = (
         Derived(data_dir).ensure(conn, trace_spans_from, trace_spans_to)
         if data_dir is not None

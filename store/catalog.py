@@ -158,7 +158,13 @@ def open_catalog(
 
 
 def data_dir_of(conn: duckdb.DuckDBPyConnection) -> Path | None:
-    """The data directory a catalog reads (None for a catalog not opened on a lake)."""
+    """The data directory a catalog reads (None for a catalog not opened on a lake).
+
+    Another engine's catalog (ClickHouse) names the local folder its caches go to (embeddings),
+    if any, as ``cache_dir``."""
+    if not isinstance(conn, duckdb.DuckDBPyConnection):
+        cache_dir: Path | None = getattr(conn, "cache_dir", None)
+        return cache_dir
     try:
         rows = conn.execute(
             "SELECT value FROM _catalog_settings WHERE name = 'data_dir'"
@@ -181,6 +187,9 @@ def set_prices(
     price rows (aliases, prefixes): kept per-segment work depends on it (store.derived).
     """
     prices = _select(prices, PRICES_SCHEMA, "prices")
+    if not isinstance(conn, duckdb.DuckDBPyConnection):  # another engine's catalog
+        conn.set_prices(prices, price_models, mapping_rules=mapping_rules)
+        return
     conn.execute("BEGIN TRANSACTION")
     try:
         conn.execute(
