@@ -116,47 +116,53 @@ def _list_rows_with(lists: pa.ChunkedArray, values: tuple[str, ...], n: int) -> 
 
 
 class _Results:
-    """Guardrail result rows, column by column."""
+    """Guardrail result rows, as one flat list of values in GUARDRAIL_SCHEMA order."""
 
     def __init__(self) -> None:
-        self.columns: dict[str, list[Any]] = {name: [] for name in GUARDRAIL_SCHEMA.names}
+        self.values: list[Any] = []
 
     def add(
-        self, span: Mapping[str, Any], source: str, result: GuardrailResult, **extra: Any
+        self,
+        span: Mapping[str, Any],
+        source: str,
+        result: GuardrailResult,
+        *,
+        latency_ms: float | None = None,
+        num_matches: int | None = None,
     ) -> None:
         reason = result.reason if source == "detector" else ""
         key = (
             f"{span['trace_id']}|{span['span_id']}|{source}|{result.guardrail}|{result.stage}"
             f"|{result.category}|{reason}|{result.ordinal}"
         )
-        row = {
-            "project": span["project"],
-            "result_id": hashlib.sha256(key.encode("utf-8")).hexdigest()[:32],
-            "trace_id": span["trace_id"],
-            "span_id": span["span_id"],
-            "time": result.time_ns,
-            "service_name": span["service_name"],
-            "model": span["response_model"] or span["request_model"],
-            "source": source,
-            "guardrail": result.guardrail,
-            "stage": result.stage,
-            "category": result.category,
-            "action": result.action,
-            "triggered": result.action not in (None, "pass"),
-            "score": result.score,
-            "latency_ms": None,
-            "policy_id": result.policy_id,
-            "reason": result.reason,
-            "num_matches": None,
-            **extra,
-        }
-        for name, values in self.columns.items():
-            values.append(row[name])
+        self.values.extend(
+            (
+                span["project"],
+                hashlib.sha256(key.encode("utf-8")).hexdigest()[:32],  # result_id
+                span["trace_id"],
+                span["span_id"],
+                result.time_ns,
+                span["service_name"],
+                span["response_model"] or span["request_model"],  # model
+                source,
+                result.guardrail,
+                result.stage,
+                result.category,
+                result.action,
+                result.action not in (None, "pass"),  # triggered
+                result.score,
+                latency_ms,
+                result.policy_id,
+                result.reason,
+                num_matches,
+            )
+        )
 
     def table(self) -> pa.Table:
         arrays = []
-        for schema_field in GUARDRAIL_SCHEMA:
-            values = self.columns[schema_field.name]
+        width = len(GUARDRAIL_SCHEMA)
+        for i, schema_field in enumerate(GUARDRAIL_SCHEMA):
+            values = self.values[i::width]
             if schema_field.name == "time":
                 arrays.append(pa.array(values, pa.int64()).cast(schema_field.type))
             else:

@@ -21,6 +21,10 @@ from typing import Any
 
 CONVENTIONS_TOML = "conventions.toml"
 _NEGATED = {"true": "false", "false": "true"}
+#: Distinct attribute-key sets whose read plans the rules keep (then they start over).
+_PLAN_CACHE_SIZE = 1024
+#: (field, ((map index, source key, negate), ...)) for each field with a present source.
+_ReadPlan = tuple[tuple[str, tuple[tuple[int, str, bool], ...]], ...]
 
 
 @dataclass(frozen=True)
@@ -81,20 +85,42 @@ class GuardrailRules:
             for name, keys in self.fields.items()
         )
 
+    @cached_property
+    def _plans(self) -> dict[tuple[tuple[str, ...], ...], _ReadPlan]:
+        return {}
+
+    def _plan(self, keys: tuple[tuple[str, ...], ...]) -> _ReadPlan:
+        """For maps with these keys: each field's present sources, in precedence order."""
+        present = [frozenset(k) for k in keys]
+        plan = []
+        for name, sources in self._sources:
+            candidates = tuple(
+                (index, key, negate)
+                for key, negate in sources
+                for index, map_keys in enumerate(present)
+                if key in map_keys
+            )
+            if candidates:
+                plan.append((name, candidates))
+        return tuple(plan)
+
     def _read(self, maps: Sequence[Mapping[str, str]]) -> dict[str, str | None]:
         """Every field's value: the first source present, earlier maps first."""
-        out: dict[str, str | None] = {}
-        for name, sources in self._sources:
-            out[name] = None
-            for key, negate in sources:
-                for m in maps:
-                    value = m.get(key)
-                    if value is not None and value != "":
-                        out[name] = _NEGATED.get(value.lower()) if negate else value
-                        break
-                else:
-                    continue
-                break
+        # Guardrail spans of one kind carry the same keys: which sources are present (in
+        # which map) is worked out once per key set.
+        keys = tuple(tuple(m) for m in maps)
+        plan = self._plans.get(keys)
+        if plan is None:
+            if len(self._plans) >= _PLAN_CACHE_SIZE:
+                self._plans.clear()
+            plan = self._plans[keys] = self._plan(keys)
+        out: dict[str, str | None] = dict.fromkeys(self.fields)
+        for name, candidates in plan:
+            for index, key, negate in candidates:
+                value = maps[index][key]
+                if value is not None and value != "":
+                    out[name] = _NEGATED.get(value.lower()) if negate else value
+                    break
         return out
 
     def _action(self, fields: Mapping[str, str | None]) -> str | None:
