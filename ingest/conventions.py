@@ -287,10 +287,15 @@ class Normalizer:
         )
 
     def values(
-        self, attrs: Mapping[str, Any], events: Sequence[RawEvent], start_ns: int
+        self,
+        attrs: Mapping[str, Any],
+        events: Sequence[RawEvent],
+        start_ns: int,
+        keys: tuple[str, ...] | None = None,
     ) -> list[Any]:
-        """The canonical values of one span, in ``names`` order (None where no source has one)."""
-        keys = tuple(attrs)
+        """The canonical values of one span, in ``names`` order (None where no source has one);
+        ``keys`` is ``tuple(attrs)`` when the caller has it already."""
+        keys = tuple(attrs) if keys is None else keys
         plan_key = (bool(events), keys)
         plan = self._plans.get(plan_key)
         if plan is None:

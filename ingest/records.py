@@ -140,15 +140,22 @@ _LINKS_TYPE = SPAN_SCHEMA.field("links").type
 
 
 class _MapColumn:
-    """A list of string -> string maps kept as flat keys, values and end offsets."""
+    """A list of string -> string maps kept as flat values and, per map, the index of its key
+    tuple: maps of one instrumentation share their keys, so each distinct key tuple is
+    converted to Arrow once and repeated by ``take``."""
 
     def __init__(self) -> None:
-        self.keys: list[str] = []
         self.values: list[str] = []
-        self.ends: list[int] = []
+        self.key_sets: dict[tuple[str, ...], int] = {}
+        self.key_set_of: list[int] = []
 
-    def add(self, attrs: Mapping[str, Any]) -> None:
-        self.keys.extend(attrs)
+    def add(self, attrs: Mapping[str, Any], keys: tuple[str, ...] | None = None) -> None:
+        """Append one map; ``keys`` is ``tuple(attrs)`` when the caller has it already."""
+        keys = tuple(attrs) if keys is None else keys
+        key_set = self.key_sets.get(keys)
+        if key_set is None:
+            key_set = self.key_sets[keys] = len(self.key_sets)
+        self.key_set_of.append(key_set)
         # Strings and plain numbers (nearly every value) without a call: their text is
         # themselves or repr(), as attribute_text gives.
         self.values.extend(
@@ -161,14 +168,24 @@ class _MapColumn:
                 for v in attrs.values()
             ]
         )
-        self.ends.append(len(self.keys))
 
     def array(self) -> pa.MapArray:
-        offsets = np.zeros(len(self.ends) + 1, dtype=np.int32)
-        offsets[1:] = self.ends
+        distinct = list(self.key_sets)  # in key-set index order
+        set_sizes = np.array([len(keys) for keys in distinct], dtype=np.int64)
+        set_starts = np.zeros(len(distinct), dtype=np.int64)
+        np.cumsum(set_sizes[:-1], out=set_starts[1:])
+        of = np.array(self.key_set_of, dtype=np.int64)
+        sizes = set_sizes[of] if len(of) else np.zeros(0, dtype=np.int64)
+        offsets = np.zeros(len(of) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        # Entry j of map i is key (j - offsets[i]) of its key set.
+        positions = np.arange(offsets[-1], dtype=np.int64) + np.repeat(
+            set_starts[of] - offsets[:-1], sizes
+        )
+        all_keys = pa.array([key for keys in distinct for key in keys], pa.string())
         return pa.MapArray.from_arrays(
-            pa.array(offsets),
-            pa.array(self.keys, pa.string()),
+            pa.array(offsets.astype(np.int32)),
+            all_keys.take(pa.array(positions)),
             pa.array(self.values, pa.string()),
             type=ATTRIBUTE_MAP,
         )
@@ -299,7 +316,8 @@ class SpanBuilder:
         if reason is not None:
             self.errors.append(IngestError(source, location, reason))
             return False
-        canonical = self.normalizer.values(attrs, events, start_ns)
+        keys = tuple(attrs)
+        canonical = self.normalizer.values(attrs, events, start_ns, keys)
         if overrides:
             index = self._canonical_index
             for column, value in overrides.items():
@@ -315,7 +333,7 @@ class SpanBuilder:
             )
         )  # fmt: skip
         self._values.extend(canonical)
-        self._attributes.add(attrs)
+        self._attributes.add(attrs, keys)
         if resource_attrs is not self._last_resource:
             self._last_resource = resource_attrs
             self._resources.append(resource_attrs)
