@@ -12,7 +12,8 @@ own:
 * ``e2e`` — ``ingest.loader.ingest_paths`` into a ``store.writer.LakeWriter`` on an empty data
   dir, then ``close()``: decode + guard (detectors, redaction; ``--guard``) + WAL (fsync) +
   Parquet segments with dedup, which is what ``flywheel ingest`` does. The writer's calls are
-  timed, so the run also splits its time into decode (with the guard), WAL and lake write.
+  timed, so the run also splits its time into decode (with the guard), WAL and lake write;
+  ``guard_s`` is the part of ``decode_s`` spent in ``Guard.apply``.
 * ``decode`` — ``ingest.files.iter_file`` alone (protobuf parse, normalize, build Arrow).
 * ``profile`` — ``decode`` under cProfile, on the small file; top functions by own time.
 
@@ -185,8 +186,11 @@ def _run_e2e(path: Path, data_dir: Path, guard: str = "on") -> dict[str, Any]:
     writer.flush = flush  # type: ignore[method-assign]
     append = _Timed(writer.append_many)
     writer.append_many = append  # type: ignore[method-assign]
+    guard_stage = make_guard(guard)
+    apply = _Timed(guard_stage.apply)
+    guard_stage.apply = apply
     rss_before = _current_rss_mib()
-    reports = ingest_paths([path], writer, guard=make_guard(guard))
+    reports = ingest_paths([path], writer, guard=guard_stage)
     close_began = time.perf_counter()
     writer.close()
     close_s = time.perf_counter() - close_began
@@ -204,6 +208,7 @@ def _run_e2e(path: Path, data_dir: Path, guard: str = "on") -> dict[str, Any]:
         "cpu_s": cpu_s,
         "spans_per_s": num_spans / wall_s,
         "decode_s": wall_s - append.seconds - close_s,
+        "guard_s": apply.seconds,
         "wal_s": wal_s,
         "lake_write_s": lake_write_s,
         "num_segments": len(segments),
