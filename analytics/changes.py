@@ -126,8 +126,8 @@ WITH used AS (
     SELECT
         p.model,
         p.effective_from,
-        format('${:.2f} / ${:.2f} per Mtok', p.input_usd_per_mtok, p.output_usd_per_mtok) AS price,
-        lag(format('${:.2f} / ${:.2f} per Mtok', p.input_usd_per_mtok, p.output_usd_per_mtok))
+        printf('$%.2f / $%.2f per Mtok', p.input_usd_per_mtok, p.output_usd_per_mtok) AS price,
+        lag(printf('$%.2f / $%.2f per Mtok', p.input_usd_per_mtok, p.output_usd_per_mtok))
             OVER (PARTITION BY p.model ORDER BY p.effective_from) AS previous
     FROM prices AS p
     WHERE p.model IN (SELECT price_model FROM used)

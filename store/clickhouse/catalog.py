@@ -214,6 +214,10 @@ class ClickHouseCatalog:
         if re.fullmatch(r"\s*SET\s+TimeZone\s*=\s*'UTC'\s*;?\s*", sql, re.IGNORECASE):
             self._result = pa.table({})
             return self
+        if re.fullmatch(r"\s*SHOW\s+TABLES\s*;?\s*", sql, re.IGNORECASE):
+            sql = "SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name"
+            self._result = _normalise(self.engine.query(sql, {}))
+            return self
         text, bound = to_clickhouse(sql, params, self.macros, self.database)
         self._result = _normalise(self.engine.query(text, bound))
         return self

@@ -63,6 +63,8 @@ SETTINGS: dict[str, Any] = {
     "aggregate_functions_null_for_empty": 1,
     "prefer_column_name_to_alias": 1,
     "session_timezone": "UTC",
+    # tuple(a, b) of plain columns is a named tuple, as DuckDB's struct_pack(a, b) is
+    "enable_named_columns_in_function_tuple": 1,
     "allow_experimental_analyzer": 1,
 }
 
@@ -149,6 +151,10 @@ def _text_of(value: Any) -> str:
         return "[" + ",".join(_quote(v) if isinstance(v, str) else repr(v) for v in value) + "]"
     if value is None:
         return "\\N"
+    if isinstance(value, str):
+        # ClickHouse reads a parameter's text in its escaped format: a backslash, tab or
+        # newline must be escaped to arrive as itself (a regex's \b would arrive as a backspace)
+        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
     return str(value)
 
 
@@ -384,6 +390,12 @@ class _Rewriter:
             return _ordered_list(node.this.this, node.expression.this)
         if isinstance(node, exp.ArrayAgg) and isinstance(node.this, exp.Order):
             return _ordered_list(node.this, None)
+        if isinstance(node, (exp.Lead, exp.Lag)) and not (
+            isinstance(node.this, exp.Anonymous) and node.this.name == "toNullable"
+        ):
+            # past the partition's end DuckDB gives NULL, ClickHouse the type's default value
+            node.set("this", _fn("toNullable", node.this))
+            return node
         if isinstance(node, exp.ArraySort):
             return _fn("arraySort", node.this)
         if isinstance(node, exp.Flatten):
@@ -483,6 +495,62 @@ def _rename_ctes(tree: exp.Expression) -> exp.Expression:
             table.set("this", exp.to_identifier(f"{table.name}__w"))
             if alias:
                 table.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
+    return tree
+
+
+def _later_using_joins(tree: exp.Expression) -> exp.Expression:
+    """``… JOIN b USING (k) JOIN c USING (k)``: the second ``USING`` becomes ``ON a.k = c.k``
+    (``a`` the first relation). DuckDB reads ``k`` as the merged column; ClickHouse calls it
+    ambiguous once a third relation has a ``k`` too."""
+    for select in tree.find_all(exp.Select):
+        joins = select.args.get("joins") or []
+        source = select.args.get("from_")
+        if len(joins) < 2 or source is None:
+            continue
+        left = source.this.alias_or_name
+        for join in joins[1:]:
+            using = join.args.get("using")
+            if not using:
+                continue
+            right = join.this.alias_or_name
+            condition = exp.and_(
+                *(
+                    exp.EQ(
+                        this=exp.column(key.name, table=left),
+                        expression=exp.column(key.name, table=right),
+                    )
+                    for key in using
+                )
+            )
+            join.set("using", None)
+            join.set("on", condition)
+    return tree
+
+
+def _is_boolean(node: exp.Expression) -> bool:
+    if isinstance(node, (exp.Predicate, exp.Connector, exp.Not, exp.Boolean)):
+        return True
+    if isinstance(node, (exp.LogicalOr, exp.LogicalAnd)):
+        return True
+    if isinstance(node, exp.Paren):
+        return _is_boolean(node.this)
+    if isinstance(node, exp.Coalesce):
+        return all(_is_boolean(e) for e in [node.this, *node.expressions])
+    return False
+
+
+def _boolean_items(tree: exp.Expression) -> exp.Expression:
+    """A selected condition is a boolean (``toBool``): ClickHouse's comparisons give UInt8 0/1,
+    which Python would read as integers (``~`` of 1 is -2, not False)."""
+    for select in tree.find_all(exp.Select):
+        items = []
+        for item in select.expressions:
+            value = item.this if isinstance(item, exp.Alias) else item
+            if _is_boolean(value):
+                wrapped = _fn("toBool", value.copy())
+                item = exp.alias_(wrapped, item.alias) if isinstance(item, exp.Alias) else wrapped
+            items.append(item)
+        select.set("expressions", items)
     return tree
 
 
@@ -608,8 +676,8 @@ def _translate(
     assert isinstance(parsed, exp.Expression)
     tree: exp.Expression = parsed
     tree = _inline_macros(tree, macros, database)
-    tree = _positional_structs(tree)
-    tree = _rename_ctes(_order_by_aliases(_column_names(tree)))
+    tree = _boolean_items(_positional_structs(tree))
+    tree = _rename_ctes(_order_by_aliases(_column_names(_later_using_joins(tree))))
     rewriter = _Rewriter(params, macros)
     for _ in range(4):  # transform() does not descend into the nodes it just replaced
         tree = tree.transform(rewriter.rewrite)
