@@ -32,8 +32,9 @@ import pyarrow.parquet as pq
 
 from store.catalog import PRICE_MODELS_SCHEMA, PRICES_SCHEMA, quote_identifier, read_views_sql
 from store.clickhouse.transpile import SETTINGS, Macro, parse_macros, to_clickhouse
+from store.clickhouse.collector import otel_traces_ddl
 from store.lake import DEFAULT_SPECS, TableSpec
-from store.schema import LLM_OPERATIONS
+from store.schema import LLM_OPERATIONS, SPAN_SCHEMA
 
 __all__ = [
     "ChdbEngine",
@@ -192,6 +193,8 @@ class ClickHouseCatalog:
     ) -> None:
         self.engine = engine
         self.database = database
+        #: Relations read under another name (``spans`` → ``spans_all`` with a collector).
+        self.renames: dict[str, str] = {}
         #: A local folder for caches (computed embeddings), or None.
         self.cache_dir = cache_dir
         self.specs = tuple(specs)
@@ -218,7 +221,7 @@ class ClickHouseCatalog:
             sql = "SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name"
             self._result = _normalise(self.engine.query(sql, {}))
             return self
-        text, bound = to_clickhouse(sql, params, self.macros, self.database)
+        text, bound = to_clickhouse(sql, params, self.macros, self.database, self.renames)
         self._result = _normalise(self.engine.query(text, bound))
         return self
 
@@ -274,19 +277,38 @@ def open_clickhouse_catalog(
     database: str,
     specs: Sequence[TableSpec] = DEFAULT_SPECS,
     cache_dir: Path | str | None = None,
+    collector_spans: str | None = None,
 ) -> ClickHouseCatalog:
     """A catalog over ``database`` (its tables and views created if missing); computed
-    embeddings are cached in ``cache_dir`` (a local folder) if given."""
+    embeddings are cached in ``cache_dir`` (a local folder) if given.
+
+    ``collector_spans`` is a ``SELECT`` of canonical spans over the Collector's ``otel_traces``
+    table in ``database`` (``ingest.clickhouse_spans.spans_select_sql``, generated from the
+    conventions file; the store does not import ingest): with it, the table is created if the
+    Collector has not yet, the view ``otel_spans`` holds that SELECT, and the analytics read
+    ``spans_all``, the spans Flywheel wrote and the Collector's together.
+    """
     create_tables(engine, database, specs)
     catalog = ClickHouseCatalog(
         engine, database, specs, Path(cache_dir) if cache_dir is not None else None
     )
+    if collector_spans is not None:
+        engine.query(otel_traces_ddl(database), {})
+        engine.query(f"CREATE OR REPLACE VIEW {database}.otel_spans AS {collector_spans}", {})
+        columns = ", ".join(quote_identifier(name) for name in SPAN_SCHEMA.names)
+        engine.query(
+            f"CREATE OR REPLACE VIEW {database}.spans_all AS "
+            f"SELECT {columns} FROM {database}.spans "
+            f"UNION ALL SELECT {columns} FROM {database}.otel_spans",
+            {},
+        )
+        catalog.renames["spans"] = "spans_all"
     if not catalog.engine.query("SELECT count() AS n FROM llm_operations", {})["n"][0].as_py():
         engine.insert(
             "llm_operations", pa.table({"operation": pa.array(sorted(LLM_OPERATIONS), pa.string())})
         )
     for name, select in catalog.views:
-        text, _ = to_clickhouse(select, {}, catalog.macros, database)
+        text, _ = to_clickhouse(select, {}, catalog.macros, database, catalog.renames)
         engine.query(f"CREATE OR REPLACE VIEW {database}.{name} AS {text}", {})
     return catalog
 

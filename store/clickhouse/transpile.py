@@ -665,9 +665,29 @@ def _inline_macros(
     raise UntranslatableSQL("table macros nest too deep")
 
 
+def _rename_relations(tree: exp.Expression, renames: Mapping[str, str]) -> exp.Expression:
+    """Read each relation of ``renames`` (a table of the catalog, not a CTE) under its new
+    name, keeping the old one as the alias (``spans`` → ``spans_all AS spans``)."""
+    if not renames:
+        return tree
+    ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
+    for table in tree.find_all(exp.Table):
+        name = table.name
+        shadowed = name in ctes and not table.db  # a CTE of that name, not the table
+        if isinstance(table.this, exp.Identifier) and name in renames and not shadowed:
+            table.set("this", exp.to_identifier(renames[name]))
+            if not table.alias:
+                table.set("alias", exp.TableAlias(this=exp.to_identifier(name)))
+    return tree
+
+
 @functools.lru_cache(maxsize=2048)
 def _translate(
-    sql: str, signature: tuple[tuple[str, str], ...], macros_key: int, database: str | None
+    sql: str,
+    signature: tuple[tuple[str, str], ...],
+    macros_key: int,
+    database: str | None,
+    renames: tuple[tuple[str, str], ...] = (),
 ) -> str:
     params = {name: _SAMPLES[kind] for name, kind in signature}
     macros = _MACRO_SETS[macros_key]
@@ -675,7 +695,7 @@ def _translate(
     parsed = sqlglot.parse_one(re.sub(r"\blen\(", "array_length(", sql), read="duckdb")
     assert isinstance(parsed, exp.Expression)
     tree: exp.Expression = parsed
-    tree = _inline_macros(tree, macros, database)
+    tree = _rename_relations(_inline_macros(tree, macros, database), dict(renames))
     tree = _boolean_items(_positional_structs(tree))
     tree = _rename_ctes(_order_by_aliases(_column_names(_later_using_joins(tree))))
     rewriter = _Rewriter(params, macros)
@@ -719,9 +739,11 @@ def to_clickhouse(
     params: Mapping[str, Any] | Sequence[Any] | None = None,
     macros: Mapping[str, Macro] | None = None,
     database: str | None = None,
+    renames: Mapping[str, str] | None = None,
 ) -> tuple[str, dict[str, str]]:
     """A DuckDB-dialect statement and its parameters, as ClickHouse runs them (the tables the
-    expanded ``macros`` read qualified with ``database``)."""
+    expanded ``macros`` read qualified with ``database``; the catalog's relations named in
+    ``renames`` read under their new names)."""
     if params is not None and not isinstance(params, Mapping):
         sql, params = _named(sql, params)
     params = dict(params or {})
@@ -729,4 +751,5 @@ def to_clickhouse(
     key = id(macros)
     _MACRO_SETS[key] = macros
     signature = tuple(sorted((name, _signature_of(value)) for name, value in params.items()))
-    return _translate(sql, signature, key, database), bind(params)
+    renamed = tuple(sorted((renames or {}).items()))
+    return _translate(sql, signature, key, database, renamed), bind(params)

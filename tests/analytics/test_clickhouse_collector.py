@@ -1,0 +1,139 @@
+"""The sample data as the Collector's ClickHouse exporter stores it, read by the analytics.
+
+The sample traces go two ways: through Flywheel's file ingest into the Parquet lake (DuckDB),
+and, request by request, into ``otel_traces`` exactly as the exporter writes it
+(``ingest.clickhouse_rows``) on ClickHouse (chdb), where the catalog reads them through the
+``spans`` view generated from the conventions file (``ingest.clickhouse_spans``). The page
+functions give the same numbers on both. (The analytics tests themselves also run on ClickHouse:
+``FLYWHEEL_TEST_ENGINE=clickhouse``; this is the exporter's layout end to end.)
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import asdict
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from analytics import cost, latency, overview, throughput
+from analytics.cost import install_prices
+from analytics.scope import Scope, data_time_range, list_models, list_services
+from ingest.clickhouse_rows import otel_traces_rows
+from ingest.clickhouse_spans import spans_select_sql
+from ingest.files import iter_file
+from store.catalog import open_catalog
+from store.clickhouse.catalog import ChdbEngine, ClickHouseCatalog, open_clickhouse_catalog
+from store.lake import Lake
+from tests.clickhouse_session import new_database, process_session
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "data" / "traces.pb.gz"
+PROJECT = "default"
+
+
+def _requests() -> list[ExportTraceServiceRequest]:
+    data = gzip.decompress(SAMPLE.read_bytes())
+    requests, offset = [], 0
+    while offset < len(data):
+        length = int.from_bytes(data[offset : offset + 4], "big")
+        requests.append(
+            ExportTraceServiceRequest.FromString(data[offset + 4 : offset + 4 + length])
+        )
+        offset += 4 + length
+    return requests
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, ClickHouseCatalog]:
+    data_dir = tmp_path_factory.mktemp("collector")
+    lake = Lake(data_dir)
+    for batch in iter_file(SAMPLE, project=PROJECT):
+        lake.write("spans", batch.spans)
+    duck = open_catalog(data_dir)
+    install_prices(duck)
+
+    database = new_database()
+    engine = ChdbEngine(process_session(), database)
+    catalog = open_clickhouse_catalog(
+        engine, database, collector_spans=spans_select_sql(f"{database}.otel_traces")
+    )
+    engine.insert("otel_traces", pa.concat_tables(otel_traces_rows(r) for r in _requests()))
+    install_prices(catalog)
+    return duck, catalog
+
+
+def _close(got: Any, want: Any, path: str = "") -> None:
+    if isinstance(want, float):
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-9), path
+    elif isinstance(want, dict):
+        assert got.keys() == want.keys(), path
+        for key in want:
+            _close(got[key], want[key], f"{path}.{key}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            _close(g, w, f"{path}[{i}]")
+    else:
+        assert got == want, path
+
+
+def _frames(got: pl.DataFrame, want: pl.DataFrame) -> None:
+    assert got.columns == want.columns
+    _close(got.to_dicts(), want.to_dicts())
+
+
+def test_the_filters_list_the_same_services_models_and_time_range(engines) -> None:  # type: ignore[no-untyped-def]
+    duck, ch = engines
+    assert data_time_range(ch, PROJECT) == data_time_range(duck, PROJECT)
+    assert list_services(ch, PROJECT) == list_services(duck, PROJECT)
+    assert list_models(ch, PROJECT) == list_models(duck, PROJECT)
+    assert len(list_models(duck, PROJECT)) >= 3
+
+
+def _scopes(duck: Any) -> list[Scope]:
+    first, last = data_time_range(duck, PROJECT)
+    assert first is not None and last is not None
+    end = last + timedelta(seconds=1)
+    return [
+        Scope(PROJECT, first, end),
+        Scope(PROJECT, end - timedelta(days=3), end),
+        Scope(PROJECT, first, end, models=(list_models(duck, PROJECT)[0],)),
+    ]
+
+
+def test_the_overview_is_the_same(engines) -> None:  # type: ignore[no-untyped-def]
+    duck, ch = engines
+    for scope in _scopes(duck):
+        want = asdict(overview.overview_summary(duck, scope))
+        assert want["num_requests"] > 0
+        _close(asdict(overview.overview_summary(ch, scope)), want)
+        _frames(overview.top_models(ch, scope), overview.top_models(duck, scope))
+        bucket = timedelta(hours=6)
+        _frames(
+            overview.requests_by_time(ch, scope, bucket),
+            overview.requests_by_time(duck, scope, bucket),
+        )
+
+
+def test_latency_throughput_and_cost_are_the_same(engines) -> None:  # type: ignore[no-untyped-def]
+    duck, ch = engines
+    scope = _scopes(duck)[0]
+    for kind in ("request", "ttft", "tpot"):
+        _frames(
+            latency.latency_by_dimension(ch, scope, kind, "model"),
+            latency.latency_by_dimension(duck, scope, kind, "model"),
+        )
+    _close(
+        asdict(throughput.throughput_summary(ch, scope)),
+        asdict(throughput.throughput_summary(duck, scope)),
+    )
+    for by in ("model", "user", "route"):
+        want = cost.cost_by_dimension(duck, scope, by)
+        assert want.height > 0
+        _frames(cost.cost_by_dimension(ch, scope, by), want)
+    _frames(cost.most_expensive_traces(ch, scope), cost.most_expensive_traces(duck, scope))
