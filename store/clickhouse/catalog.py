@@ -31,8 +31,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from store.catalog import PRICE_MODELS_SCHEMA, PRICES_SCHEMA, quote_identifier, read_views_sql
-from store.clickhouse.transpile import SETTINGS, Macro, parse_macros, to_clickhouse
 from store.clickhouse.collector import otel_traces_ddl
+from store.clickhouse.transpile import SETTINGS, Macro, parse_macros, to_clickhouse
 from store.lake import DEFAULT_SPECS, TableSpec
 from store.schema import LLM_OPERATIONS, SPAN_SCHEMA
 
