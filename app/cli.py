@@ -16,9 +16,10 @@ from app.alerts_cmd import add_alerts_parser
 from app.eval_cmd import add_eval_parser
 from app.feedback_cmd import add_feedback_parsers
 from app.opportunities_cmd import add_opportunities_parser
-from app.report import add_report_parser
+from app.report import STORE_HELP, add_report_parser
 from app.sample_evals import load_sample_evals
 from app.settings import Settings, SettingsError
+from app.stores import store_display
 from ingest.guard import Guard
 from ingest.loader import FileReport, ingest_paths
 from ingest.redaction import PolicyError, load_policy
@@ -176,6 +177,8 @@ def _run_dashboard(settings: Settings, host: str, port: int) -> int:
         FLYWHEEL_DATA_DIR=str(settings.data_dir.resolve()),
         FLYWHEEL_PROJECT=settings.project,
     )
+    if settings.store is not None:
+        env["FLYWHEEL_STORE"] = settings.store
     command = [
         sys.executable,
         "-m",
@@ -193,7 +196,8 @@ def _run_dashboard(settings: Settings, host: str, port: int) -> int:
         "--client.toolbarMode",
         "minimal",
     ]
-    print(f"Flywheel dashboard on http://{host}:{port}  (data: {settings.data_dir})", flush=True)
+    data = settings.data_dir if settings.store is None else store_display(settings.store)
+    print(f"Flywheel dashboard on http://{host}:{port}  (data: {data})", flush=True)
     # Become Streamlit rather than wait for it: a signal to this process (a terminal's Ctrl-C,
     # `docker stop`, a test's terminate) then reaches the server instead of orphaning it.
     os.execve(sys.executable, command, env)
@@ -379,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--port", type=int, help="port (default 8501)")
         if name == "demo":
             p.add_argument("--no-dashboard", action="store_true", help="only load the sample data")
+        else:
+            p.add_argument("--store", metavar="URL", help=STORE_HELP)
         p.set_defaults(func=func)
     return parser
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from analytics.scope import (
 from analytics.slos import SLOConfig, load_slo_config
 from app.report import duration_text
 from app.settings import Settings
-from store.catalog import open_catalog
+from app.stores import open_store
 
 EMPTY = "—"
 
@@ -108,10 +108,16 @@ def cache_key() -> tuple[str, str | None]:
     return str(config.data_dir), None if config.price_file is None else str(config.price_file)
 
 
-@st.cache_resource(ttl=timedelta(minutes=1), show_spinner=False)
 def _open_catalog(data_dir: str, price_file: str | None) -> duckdb.DuckDBPyConnection:
+    return _open_store(data_dir, price_file, settings().store)
+
+
+@st.cache_resource(ttl=timedelta(minutes=1), show_spinner=False)
+def _open_store(
+    data_dir: str, price_file: str | None, store: str | None
+) -> duckdb.DuckDBPyConnection:
     # Reopened every minute so model names that arrive later get mapped to prices too.
-    conn = open_catalog(Path(data_dir))
+    conn: duckdb.DuckDBPyConnection = open_store(replace(settings(), data_dir=Path(data_dir)))
     install_prices(conn, price_file)
     return conn
 

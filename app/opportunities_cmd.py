@@ -141,10 +141,10 @@ def render_routing(routing: Routing) -> list[str]:
 def cmd_opportunities(args: argparse.Namespace) -> int:
     """Print the cache and routing opportunities of a scope as Markdown."""
     from analytics.cost import install_prices
-    from store.catalog import open_catalog
+    from app.stores import open_store
 
     settings = Settings.from_args(args)
-    conn = open_catalog(settings.data_dir)
+    conn = open_store(settings)
     install_prices(conn, settings.price_file)
     try:
         scope = scope_from_args(conn, args, settings.project)

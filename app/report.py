@@ -53,7 +53,7 @@ from analytics.quality import quality_rates
 from analytics.scope import Scope, data_time_range
 from analytics.slos import SLOConfigError, load_slo_config
 from app.settings import Settings, SettingsError
-from store.catalog import open_catalog
+from app.stores import open_store
 
 __all__ = [
     "REPORTS",
@@ -361,7 +361,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         price_file=Path(args.price_file) if args.price_file else None,
     )
     try:
-        conn = open_catalog(settings.data_dir)
+        conn = open_store(settings)
         install_prices(conn, settings.price_file)
         scope = scope_from_args(conn, args, settings.project)
         report = build_report(conn, scope, args.report, args.by, settings.slo_file)
@@ -375,8 +375,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+STORE_HELP = (
+    "read ClickHouse instead of the lake: clickhouse://user:pass@host:8123/db "
+    "(clickhouses:// for HTTPS; $FLYWHEEL_STORE)"
+)
+
+
 def add_scope_arguments(p: argparse.ArgumentParser) -> None:
-    """The time window and filters every command that reads a scope of the lake takes."""
+    """The time window and filters every command that reads a scope of the lake takes, and
+    ``--store``."""
+    p.add_argument("--store", metavar="URL", help=STORE_HELP)
     p.add_argument(
         "--since",
         default=DEFAULT_SINCE,

@@ -32,12 +32,15 @@ class Settings:
     redaction_file: Path | None = None
     alerts_file: Path | None = None
     dashboard_password_hash: str | None = None
+    #: ``clickhouse://user:pass@host:8123/db``: read (and, for ``serve``, write) ClickHouse
+    #: instead of the Parquet lake; the data folder then holds only the log and caches.
+    store: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read ``FLYWHEEL_DATA_DIR``, ``FLYWHEEL_PROJECT``, ``FLYWHEEL_DASHBOARD_HOST``/``_PORT``,
         ``FLYWHEEL_PRICE_FILE``, ``FLYWHEEL_SLO_FILE``, ``FLYWHEEL_REDACTION_FILE``,
-        ``FLYWHEEL_ALERTS_FILE`` and ``FLYWHEEL_DASHBOARD_PASSWORD_HASH``."""
+        ``FLYWHEEL_ALERTS_FILE``, ``FLYWHEEL_DASHBOARD_PASSWORD_HASH`` and ``FLYWHEEL_STORE``."""
         env = os.environ if environ is None else environ
         settings = cls()
         if env.get("FLYWHEEL_DATA_DIR"):
@@ -59,6 +62,8 @@ class Settings:
             settings = replace(settings, redaction_file=Path(env["FLYWHEEL_REDACTION_FILE"]))
         if env.get("FLYWHEEL_ALERTS_FILE"):
             settings = replace(settings, alerts_file=Path(env["FLYWHEEL_ALERTS_FILE"]))
+        if env.get("FLYWHEEL_STORE"):
+            settings = replace(settings, store=env["FLYWHEEL_STORE"].strip())
         if env.get("FLYWHEEL_DASHBOARD_PASSWORD_HASH"):
             settings = replace(
                 settings, dashboard_password_hash=env["FLYWHEEL_DASHBOARD_PASSWORD_HASH"].strip()
@@ -74,6 +79,7 @@ class Settings:
         values = {
             "data_dir": Path(data_dir) if data_dir else None,
             "project": getattr(args, "project", None),
+            "store": getattr(args, "store", None),
             **options,
         }
         settings = cls.from_env()
@@ -97,6 +103,13 @@ class Settings:
         ):
             if path is not None and not path.is_file():
                 raise SettingsError(f"{name} {path}: no such file")
+        if self.store is not None:
+            from store.clickhouse.connect import parse_store_url
+
+            try:
+                parse_store_url(self.store)
+            except ValueError as exc:
+                raise SettingsError(f"FLYWHEEL_STORE / --store: {exc}") from None
         if self.dashboard_password_hash is not None:
             try:
                 parse_hash(self.dashboard_password_hash)

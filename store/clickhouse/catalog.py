@@ -19,6 +19,7 @@ Result values are the DuckDB catalog's: timestamps in UTC (nanoseconds for the l
 
 from __future__ import annotations
 
+import copy
 import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -206,7 +207,11 @@ class ClickHouseCatalog:
 
     # DB-API-like surface -----------------------------------------------------------------
     def cursor(self) -> ClickHouseCatalog:
-        return self
+        """A catalog of its own for one thread (results are per cursor; the engine is
+        shared)."""
+        other = copy.copy(self)
+        other._result = None
+        return other
 
     def close(self) -> None:
         self._result = None

@@ -106,7 +106,11 @@ class ClientEngine:
 def connect(url: ClickHouseURL | str) -> ClientEngine:
     """An engine on the server ``url`` names (its database is created if missing)."""
     import clickhouse_connect
+    from clickhouse_connect import common
 
+    # No server session: settings go with every query, and threads (the dashboard's) may
+    # query at once, which one session would refuse ("session is locked").
+    common.set_setting("autogenerate_session_id", False)
     where = parse_store_url(url) if isinstance(url, str) else url
     client = clickhouse_connect.get_client(
         host=where.host,
