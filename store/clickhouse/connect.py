@@ -10,6 +10,7 @@ settings of :data:`store.clickhouse.transpile.SETTINGS`, results come back as Ar
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,12 @@ from store.clickhouse.transpile import SETTINGS
 __all__ = ["ClickHouseURL", "ClientEngine", "connect", "parse_store_url"]
 
 _SCHEMES = {"clickhouse": False, "clickhouses": True}
+
+#: A statement that returns rows: SELECT or WITH after any comments and opening parentheses
+#: (the transpiler keeps a leading comment as ``/* … */``; a union may start with ``(``).
+_RETURNS_ROWS = re.compile(
+    r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*(?:SELECT|WITH)\b", re.IGNORECASE | re.DOTALL
+)
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,7 @@ class ClientEngine:
 
     def query(self, sql: str, params: Mapping[str, str]) -> pa.Table:
         bound = {name: _Verbatim(text) for name, text in params.items()}
-        if not sql.lstrip().upper().startswith(("SELECT", "WITH")):
+        if not _RETURNS_ROWS.match(sql):
             self.client.command(sql, parameters=bound or None, settings=SETTINGS)
             return pa.table({})
         table: pa.Table = self.client.query_arrow(

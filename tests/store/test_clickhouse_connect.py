@@ -128,6 +128,23 @@ def test_every_statement_carries_the_settings(
         assert {k: request.settings.get(k) for k in want} == want
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1 AS x",
+        "  with t AS (SELECT 1 AS x) SELECT x FROM t",
+        "/* the transpiler keeps a leading comment */ SELECT 1 AS x",
+        "-- a line comment\nSELECT 1 AS x",
+        "(SELECT 1 AS x) UNION ALL (SELECT 2 AS x LIMIT 0)",
+    ],
+)
+def test_a_query_returns_its_rows_whatever_it_starts_with(
+    clickhouse_http: ClickHouseHTTP, database: str, sql: str
+) -> None:
+    engine = connect(_url(clickhouse_http, database))
+    assert engine.query(sql, {}).to_pylist() == [{"x": 1}]
+
+
 def test_a_server_error_raises_with_its_text(
     clickhouse_http: ClickHouseHTTP, database: str
 ) -> None:
