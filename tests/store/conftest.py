@@ -85,3 +85,12 @@ def data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "data"
     path.mkdir()
     return path
+
+
+def as_clickhouse_holds(rows: pa.Table) -> list[dict[str, Any]]:
+    """Rows as ClickHouse gives them back: it has no NULL array or map, only empty ones."""
+    nested = {f.name for f in rows.schema if pa.types.is_list(f.type) or pa.types.is_map(f.type)}
+    return [
+        {k: [] if k in nested and v is None else v for k, v in row.items()}
+        for row in rows.to_pylist()
+    ]

@@ -1,0 +1,182 @@
+"""The receiver's writer for a ClickHouse store: the same write-ahead log, flushed into ClickHouse.
+
+:class:`ClickHouseWriter` is a :class:`store.writer.LakeWriter` whose lake is a ClickHouse
+database (:class:`ClickHouseTables`, the tables of :func:`store.clickhouse.catalog.create_tables`).
+Appends are logged and fsynced exactly as for the Parquet lake, so an acknowledgement still means
+"fsynced here"; a flush (same triggers: age, size) sends each table's buffered rows with one
+INSERT instead of writing Parquet segments, and deletes the logs only once every insert of the
+flush was acknowledged. When an insert fails (server down, timeout) the flush raises, the rows
+stay logged and buffered, and the next flush sends them again with whatever came since; the
+receiver's flusher retries with backoff and its backpressure bounds what waits. Opening the
+writer replays every log a dead process left (``kill -9``) into ClickHouse. The logs live in
+``<data>/clickhouse/<database>/wal/``, apart from the lake's, so that a Parquet writer on the same
+folder (``flywheel ingest``) never replays them into Parquet, nor this one theirs into ClickHouse.
+
+Re-sending adds nothing for readers. Rows can arrive twice three ways: a flush retried after an
+insert that failed on the client but committed on the server, a log replayed after a crash
+between ClickHouse's acknowledgement and the log's deletion, and a sender re-sending a request
+whose answer it lost, whose rows then come in another batch, among other rows. So each flush does
+what the lake does: it keeps the first row of each key (``TableSpec.key_columns``) within the
+batch and drops rows whose key is already stored with the same time. That check is one SELECT
+per table per flush (per :data:`CHECK_CHUNK_ROWS` rows) on the tables' sort key, ``project`` and
+the time column, with the batch's distinct times as a set: ClickHouse reads only the granules
+holding those instants, so it costs about as much as the batch, not the table, and readers need
+nothing (no ``FINAL``). Rejected alternatives: insert de-duplication tokens only recognise a
+repeated *block*, not a re-sent request's rows inside a new batch; ReplacingMergeTree leaves
+duplicates to background merges, so every reader would need ``FINAL`` (a slower read and a change
+to every query) to see each row once.
+
+Limits: a key stored with another time counts as new (a real re-send repeats the time; the lake
+too only looks within the row's day). Two writers on one database may both store a row re-sent
+to each of them within the same instant (the lake serializes its writers with a lock; ClickHouse
+has none): run one receiver per database, or accept that rare double.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from store.catalog import quote_identifier
+from store.clickhouse.catalog import Engine, clickhouse_type, create_tables
+from store.lake import DEFAULT_SPECS, Lake, TableSpec, WriteResult, conform, dedup_first
+from store.writer import FlushResult, LakeWriter
+
+__all__ = ["CHECK_CHUNK_ROWS", "ClickHouseTables", "ClickHouseWriter", "log_dir"]
+
+log = logging.getLogger(__name__)
+
+#: Distinct times per de-duplication query: its parameters travel in the request's URL, which
+#: ClickHouse caps at 1 MiB (``http_max_uri_size``); 2,000 times are about 70 KB.
+CHECK_CHUNK_ROWS = 2_000
+_ROW = "__flywheel_row"
+
+
+def log_dir(data_dir: Path | str, database: str) -> Path:
+    """The folder whose ``wal/`` holds the logs of a writer into ``database``."""
+    return Path(data_dir) / "clickhouse" / database
+
+
+#: Keys of a table stored at the given times (and projects): the flush's de-duplication probe.
+STORED_KEYS_SQL = "SELECT {keys} FROM {table} WHERE {time} IN {{times:Array({time_type})}}"
+PROJECT_FILTER_SQL = " AND project IN {projects:Array(String)}"
+
+
+class ClickHouseTables(Lake):
+    """The lake's tables in a ClickHouse database: ``write`` inserts instead of writing segments.
+
+    ``data_dir`` is only where the writer's logs go (:func:`log_dir`); nothing else is local.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        database: str,
+        data_dir: Path | str,
+        specs: Sequence[TableSpec] = DEFAULT_SPECS,
+    ) -> None:
+        super().__init__(data_dir, specs)
+        self.engine = engine
+        self.database = database
+
+    def write(self, table_name: str, table: pa.Table) -> WriteResult:
+        """Conform, drop keys seen in the batch or stored at the same time, insert the rest."""
+        spec = self.spec(table_name)
+        rows = dedup_first(conform(spec, table), spec.key_columns)
+        fresh = rows.filter(self._not_stored(spec, rows))
+        if fresh.num_rows:
+            self.engine.insert(spec.name, fresh)
+        return WriteResult(fresh.num_rows, table.num_rows - fresh.num_rows)
+
+    def _not_stored(self, spec: TableSpec, rows: pa.Table) -> pa.Array:
+        """Which rows have a key that no stored row with the same time holds."""
+        fresh = np.ones(rows.num_rows, dtype=bool)
+        keys = list(spec.key_columns)
+        candidates = rows.select(keys).append_column(
+            _ROW, pa.array(np.arange(rows.num_rows, dtype=np.int64))
+        )
+        times = pc.unique(rows.column(spec.time_column)).sort()
+        for start in range(0, len(times), CHECK_CHUNK_ROWS):
+            stored = self._stored_keys(spec, rows, times[start : start + CHECK_CHUNK_ROWS])
+            if stored.num_rows:
+                present = candidates.join(
+                    stored, keys=keys, join_type="left semi", use_threads=False
+                )
+                fresh[present.column(_ROW).to_numpy()] = False
+        return pa.array(fresh)
+
+    def _stored_keys(self, spec: TableSpec, rows: pa.Table, times: pa.Array) -> pa.Table:
+        """The keys stored at ``times`` (for the batch's projects), typed as the batch's."""
+        time_field = spec.schema.field(spec.time_column)
+        sql = STORED_KEYS_SQL.format(
+            keys=", ".join(quote_identifier(c) for c in spec.key_columns),
+            table=f"{self.database}.{quote_identifier(spec.name)}",
+            time=quote_identifier(spec.time_column),
+            time_type=clickhouse_type(time_field.type, nullable=False),
+        )
+        params = {"times": _array_text(pc.strftime(times, "%Y-%m-%d %H:%M:%S").to_pylist())}
+        if "project" in spec.schema.names and not spec.schema.field("project").nullable:
+            sql += PROJECT_FILTER_SQL
+            params["projects"] = _array_text(pc.unique(rows.column("project")).to_pylist())
+        stored = self.engine.query(sql, params)
+        return pa.table(
+            {
+                name: stored.column(name).cast(spec.schema.field(name).type)
+                for name in spec.key_columns
+            }
+        )
+
+    def remove_stale_temp_files(self, min_age_s: float = 60.0) -> int:
+        """Nothing to remove: no segment is written locally."""
+        return 0
+
+
+def _array_text(values: Sequence[str]) -> str:
+    """A parameter's text for ``Array(String)`` / ``Array(DateTime64)``: quoted, escaped."""
+    quoted = ("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values)
+    return "[" + ",".join(quoted) + "]"
+
+
+class ClickHouseWriter(LakeWriter):
+    """Durable appends to ClickHouse: WAL + fsync per append, one INSERT per table per flush.
+
+    ``data_dir`` is the local folder for the logs (``<data_dir>/clickhouse/<database>/wal``);
+    the tables are created in ``database`` if missing, then the logs of dead writers replayed.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        engine: Engine,
+        database: str,
+        specs: Sequence[TableSpec] = DEFAULT_SPECS,
+        max_buffer_rows: int = 50_000,
+        max_buffer_bytes: int = 64 * 1024 * 1024,
+        max_age_s: float = 5.0,
+        recover: bool = True,
+    ) -> None:
+        create_tables(engine, database, specs)
+        folder = log_dir(data_dir, database)
+        super().__init__(
+            folder,
+            specs=specs,
+            max_buffer_rows=max_buffer_rows,
+            max_buffer_bytes=max_buffer_bytes,
+            max_age_s=max_age_s,
+            recover=False,
+        )
+        self.lake = ClickHouseTables(engine, database, folder, specs)
+        self.recovered = self.recover() if recover else FlushResult()
+        if self.recovered.num_wal_files_deleted:
+            log.info(
+                "replayed %d log(s) into ClickHouse: %d rows inserted, %d already there",
+                self.recovered.num_wal_files_deleted,
+                self.recovered.num_written,
+                self.recovered.num_duplicates,
+            )
