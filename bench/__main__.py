@@ -1,4 +1,4 @@
-"""``python -m bench [ingest|detectors|embeddings|overview|analytics|pages|receiver|phoenix|evals|cache|all ...]``: run benchmarks, write their results.
+"""``python -m bench [ingest|detectors|embeddings|overview|analytics|pages|receiver|phoenix|evals|cache|clickhouse|all ...]``: run benchmarks, write their results.
 
 Each benchmark module has ``NAME`` and ``run(log=...) -> (figures, details)``; this runs the
 chosen ones (default: all that exist), writes ``bench/results/<NAME>.json`` for each, prints
@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, str] = {
     "phoenix": "bench.phoenix_compare",
     "evals": "bench.eval_replay",
     "cache": "bench.cache_analysis",
+    "clickhouse": "bench.clickhouse_queries",
 }
 
 
