@@ -32,7 +32,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from store.catalog import PRICE_MODELS_SCHEMA, PRICES_SCHEMA, quote_identifier, read_views_sql
-from store.clickhouse.collector import otel_traces_ddl
 from store.clickhouse.transpile import SETTINGS, Macro, parse_macros, to_clickhouse
 from store.lake import DEFAULT_SPECS, TableSpec
 from store.schema import LLM_OPERATIONS, SPAN_SCHEMA
@@ -277,6 +276,17 @@ def create_tables(engine: Engine, database: str, specs: Sequence[TableSpec]) -> 
         engine.query(ddl.format(db=database), {})
 
 
+def _has_rows(engine: Engine, database: str, table: str) -> bool:
+    exists = engine.query(
+        "SELECT count() AS n FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+        {"db": database, "t": table},
+    )
+    if not exists["n"][0].as_py():
+        return False
+    rows = engine.query(f"SELECT count() AS n FROM {database}.{quote_identifier(table)}", {})
+    return bool(rows["n"][0].as_py())
+
+
 def open_clickhouse_catalog(
     engine: Engine,
     database: str,
@@ -289,16 +299,17 @@ def open_clickhouse_catalog(
 
     ``collector_spans`` is a ``SELECT`` of canonical spans over the Collector's ``otel_traces``
     table in ``database`` (``ingest.clickhouse_spans.spans_select_sql``, generated from the
-    conventions file; the store does not import ingest): with it, the table is created if the
-    Collector has not yet, the view ``otel_spans`` holds that SELECT, and the analytics read
-    ``spans_all``, the spans Flywheel wrote and the Collector's together.
+    conventions file; the store does not import ingest): when that table holds spans, the view
+    ``otel_spans`` holds that SELECT and the analytics read ``spans_all``, the spans Flywheel
+    wrote and the Collector's together. (Without Collector spans the catalog reads Flywheel's
+    alone: the view's SQL is large, and ClickHouse analyses it in every query. The dashboard
+    reopens its catalog every minute, so spans the Collector starts sending are read then.)
     """
     create_tables(engine, database, specs)
     catalog = ClickHouseCatalog(
         engine, database, specs, Path(cache_dir) if cache_dir is not None else None
     )
-    if collector_spans is not None:
-        engine.query(otel_traces_ddl(database), {})
+    if collector_spans is not None and _has_rows(engine, database, "otel_traces"):
         engine.query(f"CREATE OR REPLACE VIEW {database}.otel_spans AS {collector_spans}", {})
         columns = ", ".join(quote_identifier(name) for name in SPAN_SCHEMA.names)
         engine.query(

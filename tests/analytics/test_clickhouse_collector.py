@@ -28,6 +28,7 @@ from ingest.clickhouse_rows import otel_traces_rows
 from ingest.clickhouse_spans import spans_select_sql
 from ingest.files import iter_file
 from store.catalog import open_catalog
+from store.clickhouse import otel_traces_ddl
 from store.clickhouse.catalog import ChdbEngine, ClickHouseCatalog, open_clickhouse_catalog
 from store.lake import Lake
 from tests.clickhouse_session import new_database, process_session
@@ -59,10 +60,12 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, ClickHouseCa
 
     database = new_database()
     engine = ChdbEngine(process_session(), database)
+    engine.query(otel_traces_ddl(database), {})  # the Collector's table, as it creates it
+    engine.insert("otel_traces", pa.concat_tables(otel_traces_rows(r) for r in _requests()))
     catalog = open_clickhouse_catalog(
         engine, database, collector_spans=spans_select_sql(f"{database}.otel_traces")
     )
-    engine.insert("otel_traces", pa.concat_tables(otel_traces_rows(r) for r in _requests()))
+    assert catalog.renames == {"spans": "spans_all"}
     install_prices(catalog)
     return duck, catalog
 

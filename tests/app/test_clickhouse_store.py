@@ -1,0 +1,91 @@
+"""The dashboard and the reports on ClickHouse (``--store`` / ``FLYWHEEL_STORE``), unchanged.
+
+A ClickHouse server is emulated on 127.0.0.1 (``tests/clickhouse_http.py``: ClickHouse's HTTP
+interface over the real engine, chdb); the lake's rows are copied into a database there, and
+the Overview page and ``flywheel report`` are pointed at it with a ``clickhouse://`` URL. They
+show exactly what they show over the lake.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import components as ui
+from app.cli import main
+from tests.analytics.lake import random_traces, write_lake
+from tests.app.test_overview_page import PAGE, _expected, _expected_tiles, _shown_tiles
+from tests.clickhouse_http import PASSWORD, ClickHouseHTTP, clickhouse_http_fixture  # noqa: F401
+from tests.clickhouse_lake import open_clickhouse_lake
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rows = random_traces(seed=15, num_traces=150, span_hours=24 * 10)
+    rows += random_traces(seed=16, num_traces=12, project="other")
+    return write_lake(tmp_path_factory.mktemp("ch-store"), rows)
+
+
+@pytest.fixture
+def store_url(lake: Path, clickhouse_http: ClickHouseHTTP) -> str:
+    """A ``clickhouse://`` URL of a database holding the lake's rows."""
+    catalog = open_clickhouse_lake(lake)
+    catalog.execute("SELECT count(*) FROM spans").fetchall()  # copies the lake's segments
+    password = quote(PASSWORD, safe="")
+    return f"clickhouse://default:{password}@127.0.0.1:{clickhouse_http.port}/{catalog.database}"
+
+
+def test_the_overview_page_on_clickhouse_shows_the_lakes_numbers(
+    lake: Path, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLYWHEEL_STORE", store_url)
+    monkeypatch.setenv("FLYWHEEL_DATA_DIR", str(tmp_path / "cache"))  # not the lake
+    monkeypatch.delenv("FLYWHEEL_PROJECT", raising=False)
+    app = AppTest.from_file(PAGE, default_timeout=120)
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    expected = _expected(lake, ui.DEFAULT_PRESET)
+    assert expected.num_requests > 0
+    assert _shown_tiles(app) == _expected_tiles(expected)
+    assert len(app.get("plotly_chart")) == 3
+
+
+@pytest.mark.parametrize("kind", ["latency", "cost", "goodput"])
+def test_reports_on_clickhouse_equal_the_reports_on_the_lake(
+    kind: str, lake: Path, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["report", kind, "--since", "2025-01-01", "--format", "json", "--by", "model"]
+    assert main([*common, "--data-dir", str(lake)]) == 0
+    on_lake = json.loads(capsys.readouterr().out)
+    assert main([*common, "--data-dir", str(tmp_path), "--store", store_url]) == 0
+    on_clickhouse = json.loads(capsys.readouterr().out)
+    assert on_lake  # the report has numbers
+    assert on_clickhouse.keys() == on_lake.keys()
+    _close(on_clickhouse, on_lake)
+
+
+def _close(got: object, want: object, path: str = "") -> None:
+    if isinstance(want, float) and isinstance(got, (int, float)):
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-9), path
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), path
+        for key in want:
+            _close(got[key], want[key], f"{path}.{key}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            _close(g, w, f"{path}[{i}]")
+    else:
+        assert got == want, path
+
+
+def test_a_bad_store_url_is_refused_with_the_variable_named(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["report", "cost", "--store", "mysql://db/x"]) == 2
+    err = capsys.readouterr().err
+    assert "--store" in err and "clickhouse://" in err
