@@ -61,4 +61,7 @@ def database_fixture(clickhouse: Any) -> Iterator[str]:
     """A database of the test's own, dropped after it."""
     name = new_database()
     yield name
+    # A chdb engine made it the session's current database: leave one that exists, or the next
+    # user of currentDatabase() (the HTTP emulator restores it after each request) fails.
+    clickhouse.query("USE default")
     clickhouse.query(f"DROP DATABASE IF EXISTS {name}")
