@@ -89,3 +89,33 @@ def test_a_bad_store_url_is_refused_with_the_variable_named(
     assert main(["report", "cost", "--store", "mysql://db/x"]) == 2
     err = capsys.readouterr().err
     assert "--store" in err and "clickhouse://" in err
+
+
+SCREENS = Path(PAGE).parent
+
+
+@pytest.mark.parametrize(
+    "page",
+    ["latency.py", "cost.py", "guardrails.py", "traces.py", "feedback.py", "alerts.py"],
+)
+def test_every_page_renders_on_clickhouse_as_on_the_lake(
+    page: str, lake: Path, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shown = {}
+    for store in (None, store_url):
+        if store is None:
+            monkeypatch.delenv("FLYWHEEL_STORE", raising=False)
+            monkeypatch.setenv("FLYWHEEL_DATA_DIR", str(lake))
+        else:
+            monkeypatch.setenv("FLYWHEEL_STORE", store)
+            monkeypatch.setenv("FLYWHEEL_DATA_DIR", str(tmp_path / "cache"))
+        monkeypatch.delenv("FLYWHEEL_PROJECT", raising=False)
+        app = AppTest.from_file(str(SCREENS / page), default_timeout=180)
+        app.run()
+        assert not app.exception, [e.value for e in app.exception]
+        shown[store] = (
+            {metric.label: metric.value for metric in app.metric},
+            len(app.get("plotly_chart")),
+            [frame.value.shape for frame in app.dataframe],
+        )
+    assert shown[store_url] == shown[None]
