@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import os
 import sys
@@ -228,6 +229,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the OTLP receiver (HTTP and gRPC) until SIGTERM/SIGINT."""
     from ingest.receiver import ConfigError, Limits, read_tokens, serve
+    from ingest.receiver_core import OpenWriter
 
     settings = Settings.from_args(args)
     try:
@@ -238,10 +240,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"flywheel serve: {exc}", file=sys.stderr)
         return 2
 
+    open_writer: OpenWriter = LakeWriter
+    where = f"lake in {settings.data_dir}"
+    if settings.store is not None:
+        from store.clickhouse.connect import connect, parse_store_url
+        from store.clickhouse.writer import ClickHouseWriter
+
+        url = parse_store_url(settings.store)
+        try:
+            engine = connect(url)
+        except Exception as exc:  # the client's errors have no common base but Exception
+            print(
+                f"flywheel serve: cannot reach {store_display(settings.store)}: {exc}",
+                file=sys.stderr,
+            )
+            return 2
+        open_writer = functools.partial(ClickHouseWriter, engine=engine, database=url.database)
+        where = f"{store_display(settings.store)}, log in {settings.data_dir}"
+
     def ready(port: int, grpc_port: int | None) -> None:
         grpc = f", OTLP/gRPC on {args.host}:{grpc_port}" if grpc_port else ""
         auth = f"{len(tokens)} token(s)" if tokens else f"no auth, project {settings.project!r}"
-        print(f"flywheel serve: OTLP/HTTP on http://{args.host}:{port}{grpc} ({auth})", flush=True)
+        print(
+            f"flywheel serve: OTLP/HTTP on http://{args.host}:{port}{grpc} ({auth}; {where})",
+            flush=True,
+        )
 
     serve(
         settings.data_dir,
@@ -253,6 +276,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         limits=limits,
         on_ready=ready,
         redaction=redaction,
+        open_writer=open_writer,
     )
     return 0
 
@@ -306,12 +330,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve OTLP/HTTP (/v1/traces, /v1/feedback, /healthz, /metrics) and OTLP/gRPC "
         "TraceService/Export. A batch is acknowledged only once it is fsynced in the write-ahead "
         "log. Tokens: $FLYWHEEL_TOKENS ('token=project,...') or $FLYWHEEL_TOKENS_FILE; limits: "
-        "the FLYWHEEL_MAX_*/FLUSH_* variables (see the README).",
+        "the FLYWHEEL_MAX_*/FLUSH_* variables (see the README). With --store, the log is "
+        "flushed into ClickHouse instead of the Parquet lake: one INSERT per table per flush, "
+        "the log kept (in --data-dir) until ClickHouse acknowledged it, retried with backoff "
+        "while it is down, replayed at start after a crash; re-sent spans are not stored twice.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=4318, help="OTLP/HTTP port (default 4318)")
     p.add_argument(
         "--grpc-port", type=int, default=4317, help="OTLP/gRPC port (default 4317; 0: off)"
+    )
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="write to ClickHouse instead of the lake: clickhouse://user:pass@host:8123/db "
+        "(clickhouses:// for HTTPS; $FLYWHEEL_STORE); the tables are created if missing",
     )
     p.set_defaults(func=cmd_serve)
 

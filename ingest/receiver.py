@@ -65,7 +65,9 @@ Inside: ``receiver_http`` (FastAPI app) and ``receiver_grpc`` (grpcio) are thin 
 in a pool of worker processes (``receiver_decode``: inflate within the limit, then
 ``ingest.otlp`` / ``ingest.jsonl``) and group-commits: one thread writes every waiting request's
 rows to the WAL with one fsync, then acknowledges them all; another flushes the WAL to Parquet
-(``store.writer.LakeWriter``). ``metrics`` holds the Prometheus registry.
+(``store.writer.LakeWriter``) or, with ``flywheel serve --store clickhouse://…``, inserts it into
+ClickHouse (``store.clickhouse.writer.ClickHouseWriter``: the same WAL, one INSERT per table per
+flush, the log kept until ClickHouse acknowledged it). ``metrics`` holds the Prometheus registry.
 
 Tuning (environment, read by ``Limits.from_env``): ``FLYWHEEL_MAX_BODY_BYTES``,
 ``FLYWHEEL_MAX_DECODED_BYTES``, ``FLYWHEEL_MAX_BACKLOG_ROWS``, ``FLYWHEEL_MAX_BACKLOG_BYTES``,
@@ -87,11 +89,12 @@ from pathlib import Path
 import uvicorn
 
 from ingest.receiver_config import ConfigError, Limits, read_tokens
-from ingest.receiver_core import Ingestor
+from ingest.receiver_core import Ingestor, OpenWriter
 from ingest.receiver_grpc import create_grpc_server
 from ingest.receiver_http import create_app
 from ingest.redaction import RedactionPolicy
 from store.schema import DEFAULT_PROJECT
+from store.writer import LakeWriter
 
 __all__ = ["ConfigError", "Limits", "read_tokens", "serve"]
 
@@ -121,18 +124,26 @@ def serve(
     limits: Limits | None = None,
     on_ready: Callable[[int, int | None], None] | None = None,
     redaction: RedactionPolicy | None = None,
+    open_writer: OpenWriter = LakeWriter,
 ) -> None:
     """Serve OTLP/HTTP and OTLP/gRPC until SIGTERM/SIGINT, then drain, flush and close the writer.
 
     ``grpc_port=None`` serves HTTP only; port 0 picks a free port (``on_ready(http_port,
     grpc_port)`` is told which, once both servers listen). ``tokens`` maps bearer token ->
     project; without tokens there is no auth and everything is stored under ``project``.
-    ``redaction`` is the policy for text in spans (default: secrets masked, PII kept). Decoder workers are spawned processes, so a script calling this needs the usual
-    ``if __name__ == "__main__":`` guard.
+    ``redaction`` is the policy for text in spans (default: secrets masked, PII kept).
+    ``open_writer`` opens the store's writer in ``data_dir`` (default: the Parquet lake; a
+    ``ClickHouseWriter`` bound to its engine for ClickHouse). Decoder workers are spawned
+    processes, so a script calling this needs the usual ``if __name__ == "__main__":`` guard.
     """
     http_socket = _bind(host, port)  # before anything else: a taken port fails fast and clearly
     ingestor = Ingestor(
-        data_dir, tokens=tokens, project=project, limits=limits, redaction=redaction
+        data_dir,
+        tokens=tokens,
+        project=project,
+        limits=limits,
+        redaction=redaction,
+        open_writer=open_writer,
     )
     grpc_server = None
     try:
@@ -175,7 +186,7 @@ def serve(
         if grpc_server is not None:
             grpc_server.stop(GRPC_GRACE_S).wait()  # at once if already stopping, else drains
         ingestor.close()
-        log.info("receiver stopped; every acknowledged span is in the lake")
+        log.info("receiver stopped; every acknowledged span is in the store")
 
 
 def _bind(host: str, port: int) -> socket.socket:

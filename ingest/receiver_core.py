@@ -5,7 +5,10 @@ A request goes: authorize (token -> project) -> refuse when the log's backlog is
 would otherwise cap the receiver at one core) -> commit. Commits from all requests go through
 one queue to one thread that writes every waiting batch to the WAL with a single fsync and only
 then resolves each request's future, so concurrent senders share fsyncs and a 2xx/OK always
-means "fsynced". A second thread flushes the log to Parquet when it is old or large.
+means "fsynced". A second thread flushes the log to the store (the Parquet lake, or ClickHouse
+with ``store.clickhouse.writer.ClickHouseWriter``) when it is old or large; a failed flush leaves
+the rows in the log and is retried with backoff (1 s, doubling, at most
+:data:`FLUSH_RETRY_MAX_S`), while the backlog bound turns senders away.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pyarrow as pa
 
@@ -36,6 +40,21 @@ from store.writer import Backlog, LakeWriter
 log = logging.getLogger(__name__)
 
 _NEVER = 2**62  # buffer bounds handed to LakeWriter: the flusher thread decides, not append
+#: The longest wait between two attempts of a failing flush (the store is down).
+FLUSH_RETRY_MAX_S = 30.0
+
+
+class OpenWriter(Protocol):
+    """Opens the writer commits go through: ``LakeWriter`` (Parquet) or a subclass of it."""
+
+    def __call__(
+        self,
+        data_dir: Path | str,
+        *,
+        max_buffer_rows: int,
+        max_buffer_bytes: int,
+        max_age_s: float,
+    ) -> LakeWriter: ...
 
 
 class Overloaded(Exception):
@@ -66,12 +85,14 @@ class Ingestor:
         limits: Limits | None = None,
         metrics: ReceiverMetrics | None = None,
         redaction: RedactionPolicy | None = None,
+        open_writer: OpenWriter = LakeWriter,
     ) -> None:
+        """``open_writer`` opens the store's writer in ``data_dir`` (default: the Parquet lake)."""
         self.redaction = redaction or RedactionPolicy()
         self.limits = (limits or Limits()).validated()
         self.tokens = TokenTable(tokens or {}, check_project(project, "project", 1))
         self.metrics = metrics or ReceiverMetrics()
-        self.writer = LakeWriter(
+        self.writer = open_writer(
             data_dir,
             max_buffer_rows=_NEVER,
             max_buffer_bytes=_NEVER,
@@ -222,7 +243,7 @@ class Ingestor:
         return future
 
     def backlog(self) -> Backlog:
-        """The writer's backlog (acknowledged rows not yet in Parquet)."""
+        """The writer's backlog (acknowledged rows not yet in the store)."""
         return self.writer.backlog()
 
     @property
@@ -283,16 +304,25 @@ class Ingestor:
 
     def _flush_loop(self) -> None:
         interval = min(0.25, self.limits.flush_max_age_s / 4)
+        failures = 0
         while not self._stop_flusher.wait(interval):
             try:
                 self.flush_if_due()
             except Exception:
+                failures += 1
+                delay = min(FLUSH_RETRY_MAX_S, 2.0 ** (failures - 1))
                 self.metrics.flush_errors.inc()
-                log.exception("flush to the lake failed; the rows stay in the WAL, retrying")
-                self._stop_flusher.wait(1.0)
+                log.exception(
+                    "flush failed (%d in a row); the rows stay in the WAL, retrying in %.0f s",
+                    failures,
+                    delay,
+                )
+                self._stop_flusher.wait(delay)
+            else:
+                failures = 0
 
     def flush_if_due(self) -> None:
-        """Flush to Parquet if the backlog is old (``maybe_flush``) or big."""
+        """Flush to the store if the backlog is old (``maybe_flush``) or big."""
         backlog = self.writer.backlog()
         if backlog.num_rows == 0:
             return

@@ -29,11 +29,22 @@ import json, logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 from ingest.receiver import serve
 from ingest.receiver_config import Limits
+from store.writer import LakeWriter
 args = json.loads(sys.argv[1])
+open_writer = LakeWriter
+if args["chdb"]:  # ClickHouse in-process at this path: the --store clickhouse:// writer
+    import functools
+    from chdb import session
+    from store.clickhouse.catalog import ChdbEngine
+    from store.clickhouse.writer import ClickHouseWriter
+    path, database = args["chdb"]
+    engine = ChdbEngine(session.Session(path), database)
+    open_writer = functools.partial(ClickHouseWriter, engine=engine, database=database)
 serve(
     args["data_dir"], host="127.0.0.1", port=0, grpc_port=0,
     tokens=args["tokens"], project=args["project"], limits=Limits(**args["limits"]),
     on_ready=lambda http, grpc: print(json.dumps({"http": http, "grpc": grpc}), flush=True),
+    open_writer=open_writer,
 )
 """
 
@@ -108,12 +119,23 @@ def start_receiver(
     *,
     tokens: dict[str, str] | None = None,
     project: str = "default",
+    chdb: tuple[Path, str] | None = None,
     **limits: Any,
 ) -> Receiver:
-    """Start ``serve`` on free ports and wait until both servers listen."""
+    """Start ``serve`` on free ports and wait until both servers listen.
+
+    ``chdb`` (a chdb data path and a database) writes to ClickHouse (``ClickHouseWriter``, as
+    ``--store clickhouse://`` does) in the server process instead of the Parquet lake.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"{data_dir.name}-receiver-{time.time_ns()}.log"
-    args = {"data_dir": str(data_dir), "tokens": tokens or {}, "project": project, "limits": limits}
+    args = {
+        "data_dir": str(data_dir),
+        "tokens": tokens or {},
+        "project": project,
+        "limits": limits,
+        "chdb": [str(chdb[0]), chdb[1]] if chdb else None,
+    }
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
