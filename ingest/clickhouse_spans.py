@@ -14,7 +14,7 @@ Types: text ``Nullable(String)`` (``project``/``trace_id``/``span_id``: ``String
 ``Map(String, String)``, ``events``/``links`` arrays of named tuples. ClickHouse has no
 ``Nullable(Array)``: where the lake holds NULL for ``finish_reasons``, ``events`` or ``links``
 this gives ``[]``. That is lossless: the lake never stores an empty list there (``SpanBuilder``
-and ``_coerce`` turn an empty list into NULL), so ``[]`` here means exactly NULL there.
+and ``ingest.conventions._to_string_list`` turn an empty list into NULL), so ``[]`` here means exactly NULL there.
 
 The other fixed columns: ``project`` the resource attribute ``flywheel.project`` (else
 ``default``), which ``resource_attributes`` then leaves out; ``attributes`` every span attribute
@@ -118,7 +118,7 @@ class _Sql:
         v = self.var()
         return f"{v} -> {body(v)}"
 
-    # --- numbers and text, as ingest.conventions._coerce ------------------------------------
+    # --- numbers and text, as ingest.conventions._to_string, _to_int, _to_float ------------------------------------
 
     def py_int(self, text: str) -> str:
         def body(s: str) -> str:
@@ -572,7 +572,7 @@ def _coerce_text(sql: _Sql, value: str, column_type: str) -> str:
 
 
 def _string_list(sql: _Sql, text: str) -> str:
-    """``_coerce(value, "string_list")``: ``[text]``, a JSON list's items, or ``[]`` for None."""
+    """``ingest.conventions._to_string_list(value)``: ``[text]``, a JSON list's items, or ``[]`` for None."""
     item = sql.lam(
         lambda x: (
             f"multiIf(JSONType({x}) = 'String', JSONExtractString({x}), JSONType({x}) IN "
