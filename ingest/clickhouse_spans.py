@@ -14,7 +14,8 @@ Types: text ``Nullable(String)`` (``project``/``trace_id``/``span_id``: ``String
 ``Map(String, String)``, ``events``/``links`` arrays of named tuples. ClickHouse has no
 ``Nullable(Array)``: where the lake holds NULL for ``finish_reasons``, ``events`` or ``links``
 this gives ``[]``. That is lossless: the lake never stores an empty list there (``SpanBuilder``
-and ``ingest.conventions._to_string_list`` turn an empty list into NULL), so ``[]`` here means exactly NULL there.
+and ``ingest.conventions._to_string_list`` turn an empty list into NULL), so ``[]`` here means
+exactly NULL there.
 
 The other fixed columns: ``project`` the resource attribute ``flywheel.project`` (else
 ``default``), which ``resource_attributes`` then leaves out; ``attributes`` every span attribute
@@ -118,7 +119,7 @@ class _Sql:
         v = self.var()
         return f"{v} -> {body(v)}"
 
-    # --- numbers and text, as ingest.conventions._to_string, _to_int, _to_float ------------------------------------
+    # --- numbers and text, as ingest.conventions._to_string, _to_int, _to_float ---------
 
     def py_int(self, text: str) -> str:
         def body(s: str) -> str:
