@@ -9,12 +9,16 @@ Ingestor in this process, on this process's chdb session, to break the server.
 from __future__ import annotations
 
 import functools
+import os
+import re
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pyarrow as pa
@@ -27,6 +31,7 @@ from store.clickhouse.catalog import ChdbEngine
 from store.clickhouse.writer import ClickHouseWriter, log_dir
 from store.lake import GUARDRAILS, SPANS, Lake, TableSpec, conform
 from store.wal import list_wal_files
+from tests.clickhouse_http import PASSWORD, ClickHouseHTTP, clickhouse_http_fixture
 from tests.clickhouse_session import clickhouse_fixture, database_fixture
 from tests.ingest.receiver_process import (
     ROOT,
@@ -38,7 +43,7 @@ from tests.ingest.receiver_process import (
 )
 from tests.store.conftest import as_clickhouse_holds
 
-__all__ = ["clickhouse_fixture", "database_fixture"]
+__all__ = ["clickhouse_fixture", "clickhouse_http_fixture", "database_fixture"]
 
 PROTOBUF = {"content-type": "application/x-protobuf"}
 GOLDEN = ROOT / "tests" / "golden"
@@ -200,6 +205,41 @@ def test_rows_wait_in_the_log_while_clickhouse_is_down_then_arrive(
         ingestor.close()
     stored = outage.engine.query("SELECT count() AS n FROM spans", {})
     assert stored["n"].to_pylist() == [40]
+    assert list_wal_files(log_dir(tmp_path, database) / "wal") == []
+
+
+def test_flywheel_serve_store_writes_through_clickhouse_connect(
+    tmp_path: Path, clickhouse: object, database: str, clickhouse_http: ClickHouseHTTP
+) -> None:
+    """The command as a team runs it, against ClickHouse's HTTP interface (emulated on chdb)."""
+    url = f"clickhouse://default:{quote(PASSWORD, safe='')}@127.0.0.1:{clickhouse_http.port}"
+    env = dict(os.environ, FLYWHEEL_STORE=f"{url}/{database}", FLYWHEEL_DECODE_WORKERS="0")
+    command = ["-m", "app.cli", "serve", "--port", "0", "--grpc-port", "0"]
+    server = subprocess.Popen(
+        [sys.executable, *command, "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        assert server.stdout is not None
+        ready = server.stdout.readline()
+        assert f"127.0.0.1:{clickhouse_http.port}/{database}" in ready and PASSWORD not in ready
+        port = re.search(r"OTLP/HTTP on http://127\.0\.0\.1:(\d+)", ready)
+        assert port is not None, ready
+        receiver = Receiver(tmp_path, server, int(port.group(1)), 0, tmp_path)
+        body = next(GOLDEN.glob("openinference.in.pb")).read_bytes()
+        _post(receiver, body)
+        _post(receiver, body)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, errors = server.communicate(timeout=60)
+    assert server.returncode == 0, errors
+    engine = ChdbEngine(clickhouse, database)
+    stored = conform(SPANS, engine.query("SELECT * FROM spans ORDER BY trace_id, span_id", {}))
+    assert stored.num_rows and stored.num_rows == len(set(stored["span_id"].to_pylist()))
     assert list_wal_files(log_dir(tmp_path, database) / "wal") == []
 
 
