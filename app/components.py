@@ -32,7 +32,7 @@ from analytics.scope import (
 from analytics.slos import SLOConfig, load_slo_config
 from app.report import duration_text
 from app.settings import Settings
-from app.stores import open_store
+from app.stores import open_store, store_display
 
 EMPTY = "—"
 
@@ -428,7 +428,9 @@ def sidebar_filters(conn: duckdb.DuckDBPyConnection) -> Scope | None:
         placeholder="All routes",
         help="A request's route is its root span's name, e.g. `POST /chat`.",
     )
-    sidebar.caption(f"Data: `{settings().data_dir}`")
+    config = settings()
+    data = config.data_dir if config.store is None else store_display(config.store)
+    sidebar.caption(f"Data: `{data}`")
 
     chosen: dict[str, Any] = {
         "project": project,

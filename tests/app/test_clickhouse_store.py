@@ -52,6 +52,9 @@ def test_the_overview_page_on_clickhouse_shows_the_lakes_numbers(
     assert expected.num_requests > 0
     assert _shown_tiles(app) == _expected_tiles(expected)
     assert len(app.get("plotly_chart")) == 3
+    captions = [caption.value for caption in app.sidebar.caption]
+    assert any("Data: `clickhouse://default@127.0.0.1:" in c for c in captions), captions
+    assert not any(quote(PASSWORD, safe="") in c or PASSWORD in c for c in captions)
 
 
 @pytest.mark.parametrize("kind", ["latency", "cost", "goodput"])
