@@ -36,7 +36,7 @@ DATABASE = "flywheel"
 TARGET_S = 1.0
 #: Time one engine may take for every function and window (the slowest ClickHouse functions
 #: take minutes each on 10M spans); the functions not reached by then are left out.
-BUDGET_S = 20 * 60
+BUDGET_S = 15 * 60
 
 
 def _chdb_dir(out_dir: Path) -> Path:
