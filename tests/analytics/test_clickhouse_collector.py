@@ -10,16 +10,13 @@ functions give the same numbers on both. (The analytics tests themselves also ru
 
 from __future__ import annotations
 
-import gzip
 from dataclasses import asdict
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pyarrow as pa
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from analytics import cost, latency, overview, throughput
 from analytics.cost import install_prices
@@ -32,21 +29,10 @@ from store.clickhouse import otel_traces_ddl
 from store.clickhouse.catalog import ChdbEngine, ClickHouseCatalog, open_clickhouse_catalog
 from store.lake import Lake
 from tests.clickhouse_session import new_database, process_session
+from tests.engines import SAMPLE_TRACES as SAMPLE
+from tests.engines import assert_close, sample_requests
 
-SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "data" / "traces.pb.gz"
 PROJECT = "default"
-
-
-def _requests() -> list[ExportTraceServiceRequest]:
-    data = gzip.decompress(SAMPLE.read_bytes())
-    requests, offset = [], 0
-    while offset < len(data):
-        length = int.from_bytes(data[offset : offset + 4], "big")
-        requests.append(
-            ExportTraceServiceRequest.FromString(data[offset + 4 : offset + 4 + length])
-        )
-        offset += 4 + length
-    return requests
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +47,7 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, ClickHouseCa
     database = new_database()
     engine = ChdbEngine(process_session(), database)
     engine.query(otel_traces_ddl(database), {})  # the Collector's table, as it creates it
-    engine.insert("otel_traces", pa.concat_tables(otel_traces_rows(r) for r in _requests()))
+    engine.insert("otel_traces", pa.concat_tables(otel_traces_rows(r) for r in sample_requests()))
     catalog = open_clickhouse_catalog(
         engine, database, collector_spans=spans_select_sql(f"{database}.otel_traces")
     )
@@ -70,24 +56,9 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, ClickHouseCa
     return duck, catalog
 
 
-def _close(got: Any, want: Any, path: str = "") -> None:
-    if isinstance(want, float):
-        assert got == pytest.approx(want, rel=1e-9, abs=1e-9), path
-    elif isinstance(want, dict):
-        assert got.keys() == want.keys(), path
-        for key in want:
-            _close(got[key], want[key], f"{path}.{key}")
-    elif isinstance(want, list):
-        assert len(got) == len(want), path
-        for i, (g, w) in enumerate(zip(got, want, strict=True)):
-            _close(g, w, f"{path}[{i}]")
-    else:
-        assert got == want, path
-
-
 def _frames(got: pl.DataFrame, want: pl.DataFrame) -> None:
     assert got.columns == want.columns
-    _close(got.to_dicts(), want.to_dicts())
+    assert_close(got.to_dicts(), want.to_dicts())
 
 
 def test_the_filters_list_the_same_services_models_and_time_range(engines) -> None:  # type: ignore[no-untyped-def]
@@ -114,7 +85,7 @@ def test_the_overview_is_the_same(engines) -> None:  # type: ignore[no-untyped-d
     for scope in _scopes(duck):
         want = asdict(overview.overview_summary(duck, scope))
         assert want["num_requests"] > 0
-        _close(asdict(overview.overview_summary(ch, scope)), want)
+        assert_close(asdict(overview.overview_summary(ch, scope)), want)
         _frames(overview.top_models(ch, scope), overview.top_models(duck, scope))
         bucket = timedelta(hours=6)
         _frames(
@@ -131,7 +102,7 @@ def test_latency_throughput_and_cost_are_the_same(engines) -> None:  # type: ign
             latency.latency_by_dimension(ch, scope, kind, "model"),
             latency.latency_by_dimension(duck, scope, kind, "model"),
         )
-    _close(
+    assert_close(
         asdict(throughput.throughput_summary(ch, scope)),
         asdict(throughput.throughput_summary(duck, scope)),
     )

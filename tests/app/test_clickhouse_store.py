@@ -21,6 +21,7 @@ from tests.analytics.lake import random_traces, write_lake
 from tests.app.test_overview_page import PAGE, _expected, _expected_tiles, _shown_tiles
 from tests.clickhouse_http import PASSWORD, ClickHouseHTTP, clickhouse_http_fixture  # noqa: F401
 from tests.clickhouse_lake import open_clickhouse_lake
+from tests.engines import assert_close
 
 
 @pytest.fixture(scope="module")
@@ -68,22 +69,7 @@ def test_reports_on_clickhouse_equal_the_reports_on_the_lake(
     on_clickhouse = json.loads(capsys.readouterr().out)
     assert on_lake  # the report has numbers
     assert on_clickhouse.keys() == on_lake.keys()
-    _close(on_clickhouse, on_lake)
-
-
-def _close(got: object, want: object, path: str = "") -> None:
-    if isinstance(want, float) and isinstance(got, (int, float)):
-        assert got == pytest.approx(want, rel=1e-9, abs=1e-9), path
-    elif isinstance(want, dict):
-        assert isinstance(got, dict) and got.keys() == want.keys(), path
-        for key in want:
-            _close(got[key], want[key], f"{path}.{key}")
-    elif isinstance(want, list):
-        assert isinstance(got, list) and len(got) == len(want), path
-        for i, (g, w) in enumerate(zip(got, want, strict=True)):
-            _close(g, w, f"{path}[{i}]")
-    else:
-        assert got == want, path
+    assert_close(on_clickhouse, on_lake)
 
 
 def test_a_bad_store_url_is_refused_with_the_variable_named(

@@ -11,7 +11,6 @@ by tests, so a fix on either side shows up as a failure here.
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 from collections import Counter
@@ -31,6 +30,7 @@ from ingest.otlp import decode_otlp_protobuf
 from store.clickhouse import otel_traces_ddl
 from store.schema import SPAN_SCHEMA
 from tests.clickhouse_session import clickhouse_fixture, database_fixture  # noqa: F401
+from tests.engines import sample_requests
 from tests.ingest.otlp_convert import json_to_protobuf
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,24 +136,11 @@ def test_golden_spans_read_the_same_from_clickhouse(  # type: ignore[no-untyped-
     assert known == (Counter({"attributes": 1}) if case == "span_events_nested" else Counter())
 
 
-def _sample_requests() -> list[ExportTraceServiceRequest]:
-    data = gzip.decompress(SAMPLE.read_bytes())
-    assert data[:1] == b"\x00"  # 4-byte big-endian frame lengths (ingest.files)
-    requests, offset = [], 0
-    while offset < len(data):
-        length = int.from_bytes(data[offset : offset + 4], "big")
-        requests.append(
-            ExportTraceServiceRequest.FromString(data[offset + 4 : offset + 4 + length])
-        )
-        offset += 4 + length
-    return requests
-
-
 def test_the_sample_data_reads_the_same_from_clickhouse(  # type: ignore[no-untyped-def]
     clickhouse, database, tmp_path: Path
 ) -> None:
     lake = pa.concat_tables(batch.spans for batch in iter_file(SAMPLE, project="shop"))
-    rows = pa.concat_tables(otel_traces_rows(r, project="shop") for r in _sample_requests())
+    rows = pa.concat_tables(otel_traces_rows(r, project="shop") for r in sample_requests())
     known = _compare(lake, _select(clickhouse, database, rows, tmp_path))
     # Doubles such as 0.0 ("0.0" in the lake, "0" from the exporter), kvlist tool arguments.
     assert set(known) <= {"attributes", "input_text"} and known["attributes"] > 0

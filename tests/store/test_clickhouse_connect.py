@@ -33,6 +33,7 @@ from tests.analytics.lake import T0, random_traces, span, write_lake
 from tests.clickhouse_http import PASSWORD, ClickHouseHTTP, clickhouse_http_fixture  # noqa: F401
 from tests.clickhouse_lake import open_clickhouse_lake
 from tests.clickhouse_session import process_session
+from tests.engines import assert_close
 
 PROJECT = "default"
 
@@ -185,30 +186,15 @@ def catalogs(
     process_session().query(f"DROP DATABASE IF EXISTS {name}")
 
 
-def _close(got: Any, want: Any, path: str = "") -> None:
-    if isinstance(want, float):
-        assert got == pytest.approx(want, rel=1e-9, abs=1e-9), path
-    elif isinstance(want, dict):
-        assert got.keys() == want.keys(), path
-        for key in want:
-            _close(got[key], want[key], f"{path}.{key}")
-    elif isinstance(want, list | tuple):
-        assert len(got) == len(want), path
-        for i, (g, w) in enumerate(zip(got, want, strict=True)):
-            _close(g, w, f"{path}[{i}]")
-    else:
-        assert got == want, path
-
-
 def _same(results: list[Any]) -> None:
     """The client engine's result (last) equals DuckDB's (first) and chdb's."""
     want = results[0]
     for got in results[1:]:
         if isinstance(want, pl.DataFrame):
             assert got.columns == want.columns
-            _close(got.to_dicts(), want.to_dicts())
+            assert_close(got.to_dicts(), want.to_dicts())
         else:
-            _close(asdict(got), asdict(want))
+            assert_close(asdict(got), asdict(want))
 
 
 SCOPES = [
