@@ -8,7 +8,11 @@ either store and the analytics compared (``docs/design/clickhouse-backend.md``).
 The exporter has no notion of a project: a span's project is its resource attribute
 :data:`PROJECT_ATTRIBUTE` (absent means the default project).
 
-This package imports neither ``chdb`` nor ``clickhouse-connect``; callers bring the engine.
+The rest of the backend: ``transpile`` and ``structure`` (the analytics' DuckDB SQL rewritten
+for ClickHouse), ``catalog`` (the catalog the analytics query, over an engine), ``connect``
+(the ``clickhouse://`` URL and the clickhouse-connect engine) and ``writer`` (the receiver's
+sink). No module imports ``chdb`` or ``clickhouse-connect`` at import time; callers bring the
+engine.
 """
 
 from store.clickhouse.collector import (
