@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from store.clickhouse.catalog import ChdbEngine, ClickHouseCatalog, open_clickhouse_catalog
-from store.lake import DEFAULT_SPECS, Lake, TableSpec
+from store.lake import DEFAULT_SPECS, Lake, TableSpec, conform
 from tests.clickhouse_session import new_database, process_session
 
 
@@ -57,23 +57,11 @@ class _MirroredEngine:
                     known.clear()
                 new = sorted(files - known)
                 if new:
-                    rows = pa.concat_tables(
-                        [_canonical(pq.read_table(path), spec.schema) for path in new]
-                    )
+                    rows = pa.concat_tables([conform(spec, pq.read_table(path)) for path in new])
                     self.engine.insert(spec.name, rows)
                     known.update(new)
         finally:
             self.syncing = False
-
-
-def _canonical(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    columns = [
-        table.column(f.name).cast(f.type)
-        if f.name in table.column_names
-        else pa.nulls(table.num_rows, f.type)
-        for f in schema
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def open_clickhouse_lake(
