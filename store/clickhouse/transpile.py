@@ -394,13 +394,18 @@ class _Rewriter:
             return self.width_us(args[0]) if self.is_width(args[0]) else _us(args[0])
         if name == "epoch_ns":
             return _fn("toUnixTimestamp64Nano", _fn("toDateTime64", args[0], exp.Literal.number(9)))
-        if name == "map_entries":  # a list of {key, value} structs
-            return exp.Cast(
-                this=_fn("arrayZip", _fn("mapKeys", args[0]), _fn("mapValues", args[0].copy())),
-                to=exp.DataType.build(
-                    "Array(Tuple(key String, value Nullable(String)))", dialect="clickhouse"
-                ),
+        if name == "map_entries":  # a list of {key, value} structs, values of the map's type
+            first_value = exp.Bracket(  # sqlglot counts from 0; ClickHouse's [1] is written
+                this=_fn("mapValues", args[0].copy()), expressions=[exp.Literal.number(0)]
             )
+            value_type = _fn(
+                "concat",
+                exp.Literal.string("Array(Tuple(key String, value "),
+                _fn("toTypeName", first_value),
+                exp.Literal.string("))"),
+            )
+            keys, values = _fn("mapKeys", args[0]), _fn("mapValues", args[0].copy())
+            return _fn("CAST", _fn("arrayZip", keys, values), value_type)
         if name == "hash":
             return _fn("cityHash64", *args)
         return node
