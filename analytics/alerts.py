@@ -32,7 +32,7 @@ from analytics.overview import overview_summary
 from analytics.scope import Scope, run_scoped
 from analytics.slos import SLOConfig
 from store.catalog import query
-from store.lake import ALERTS, Lake
+from store.lake import ALERTS, Lake, as_lake
 from store.schema import ALERT_SCHEMA
 
 __all__ = [
@@ -374,8 +374,9 @@ def _alert_id(result: AlertResult) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
-def record_alerts(data_dir: Path | str, results: Sequence[AlertResult]) -> int:
-    """Keep the fired ones in the lake's ``alerts`` table; returns how many were new.
+def record_alerts(where: Lake | Path | str, results: Sequence[AlertResult]) -> int:
+    """Keep the fired ones in the ``alerts`` table of ``where`` (a data directory's lake, or
+    another store's tables: ``store.lake.as_lake``); returns how many were new.
 
     An alert is keyed by project, rule and evaluation time, so checking the same moment twice
     records it once.
@@ -400,7 +401,7 @@ def record_alerts(data_dir: Path | str, results: Sequence[AlertResult]) -> int:
         for r in fired
     ]
     table = pa.Table.from_pylist(rows, schema=ALERT_SCHEMA)
-    return Lake(data_dir).write(ALERTS.name, table).num_written
+    return as_lake(where).write(ALERTS.name, table).num_written
 
 
 READ_ALERTS_SQL = """

@@ -25,7 +25,7 @@ import polars as pl
 import pyarrow as pa
 
 from analytics.scope import Scope, run_scoped
-from store.lake import ANNOTATIONS, Lake
+from store.lake import ANNOTATIONS, Lake, as_lake
 from store.schema import ANNOTATION_SCHEMA
 
 __all__ = [
@@ -91,11 +91,12 @@ def new_annotation(
     )
 
 
-def write_annotations(data_dir: Path | str, annotations: Sequence[Annotation]) -> int:
-    """Append annotations to the lake's ``annotations`` table; returns how many were new."""
+def write_annotations(where: Lake | Path | str, annotations: Sequence[Annotation]) -> int:
+    """Append annotations to the ``annotations`` table of ``where`` (a data directory's lake,
+    or another store's tables: ``store.lake.as_lake``); returns how many were new."""
     rows = [{**asdict(a), "attributes": None} for a in annotations]
     table = pa.Table.from_pylist(rows, schema=ANNOTATION_SCHEMA)
-    return Lake(data_dir).write(ANNOTATIONS.name, table).num_written
+    return as_lake(where).write(ANNOTATIONS.name, table).num_written
 
 
 ANNOTATIONS_BY_LABEL_SQL = """

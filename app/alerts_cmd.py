@@ -28,7 +28,7 @@ from analytics.scope import data_time_range
 from analytics.slos import SLOConfigError, load_slo_config
 from app.report import parse_moment
 from app.settings import Settings
-from store.catalog import open_catalog
+from app.stores import open_store, open_tables, where_stored
 
 WEBHOOK_TIMEOUT_S = 10.0
 
@@ -109,12 +109,14 @@ def cmd_alerts_check(args: argparse.Namespace) -> int:
     try:
         config = load_alert_config(settings.alerts_file)
         slos = load_slo_config(settings.slo_file)
-        conn = open_catalog(settings.data_dir)
+        conn = open_store(settings)
         install_prices(conn, settings.price_file)
         if args.at == "latest":
             _, last = data_time_range(conn, settings.project)
             if last is None:
-                print(f"flywheel alerts check: no spans in {settings.data_dir}", file=sys.stderr)
+                print(
+                    f"flywheel alerts check: no spans in {where_stored(settings)}", file=sys.stderr
+                )
                 return 2
             at = last
         else:
@@ -135,7 +137,7 @@ def cmd_alerts_check(args: argparse.Namespace) -> int:
             print(f"FIRING [{r.rule.severity}] {r.summary}", file=sys.stderr)
     if fired:
         try:
-            record_alerts(settings.data_dir, fired)
+            record_alerts(open_tables(settings), fired)
         except OSError as exc:
             print(f"flywheel alerts check: could not record the alerts: {exc}", file=sys.stderr)
         if args.webhook:

@@ -20,7 +20,7 @@ from app.opportunities_cmd import add_opportunities_parser
 from app.report import STORE_HELP, add_report_parser
 from app.sample_evals import load_sample_evals
 from app.settings import Settings, SettingsError
-from app.stores import store_display
+from app.stores import StoreUnreachable, open_tables, store_display, where_stored
 from ingest.guard import Guard
 from ingest.loader import FileReport, ingest_paths
 from ingest.redaction import PolicyError, load_policy
@@ -81,7 +81,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     except PolicyError as exc:
         print(f"flywheel ingest: {exc}", file=sys.stderr)
         return 2
-    with LakeWriter(settings.data_dir) as writer:
+    with LakeWriter(open_tables(settings)) as writer:
         reports = ingest_paths(
             [Path(p) for p in args.paths],
             writer,
@@ -90,12 +90,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             guard=guard,
         )
         result = writer.flush()
-    if result.num_written or any(r.num_spans for r in reports):
+    if settings.store is None and (result.num_written or any(r.num_spans for r in reports)):
         keep_query_work(settings)
     num_spans = sum(r.num_spans for r in reports)
     num_rejected = sum(r.num_rejected for r in reports)
     print(
-        f"ingested {num_spans:,} spans from {len(reports)} file(s) into {settings.data_dir}"
+        f"ingested {num_spans:,} spans from {len(reports)} file(s) into {where_stored(settings)}"
         f" ({result.num_duplicates:,} already present, skipped); {num_rejected:,} rejected"
     )
     if not reports:
@@ -105,14 +105,34 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill_guardrails(args: argparse.Namespace) -> int:
-    """Write guardrail results for spans already in the lake."""
-    from ingest.loader import backfill_guardrails
+    """Write guardrail results for spans already stored: the lake's, or (with ``--store``) the
+    OpenTelemetry Collector's in ClickHouse, with the feedback they carry."""
+    from app.report import parse_since
+    from ingest.loader import backfill_collector_spans, backfill_guardrails
 
     settings = Settings.from_args(args)
-    report = backfill_guardrails(settings.data_dir)
+    if settings.store is None:
+        if args.since is not None:
+            print("flywheel backfill-guardrails: --since applies with --store", file=sys.stderr)
+            return 2
+        report = backfill_guardrails(settings.data_dir)
+        print(
+            f"guardrail results: {report.num_results:,} read from {report.num_spans:,} spans in "
+            f"{report.num_segments:,} segments, {report.num_new:,} new"
+        )
+        return 0
+    try:
+        since = None if args.since is None else parse_since(args.since, datetime.now(UTC))
+    except argparse.ArgumentTypeError as exc:
+        print(f"flywheel backfill-guardrails: {exc}", file=sys.stderr)
+        return 2
+    from app.stores import open_store
+
+    report = backfill_collector_spans(open_store(settings), open_tables(settings), since=since)
     print(
-        f"guardrail results: {report.num_results:,} read from {report.num_spans:,} spans in "
-        f"{report.num_segments:,} segments, {report.num_new:,} new"
+        f"from the Collector's spans in {where_stored(settings)}: {report.num_results:,} "
+        f"guardrail results and {report.num_feedback:,} feedback records read from "
+        f"{report.num_spans:,} spans over {report.num_segments:,} day(s), {report.num_new:,} new"
     )
     return 0
 
@@ -120,6 +140,9 @@ def cmd_backfill_guardrails(args: argparse.Namespace) -> int:
 def cmd_compact(args: argparse.Namespace) -> int:
     """Merge small segments of each partition into one."""
     settings = Settings.from_args(args)
+    if settings.store is not None:
+        print(f"nothing to compact: ClickHouse merges its own parts ({where_stored(settings)})")
+        return 0
     lake = Lake(settings.data_dir)
     for table in args.tables:
         result = lake.compact(table, min_segments=args.min_segments)
@@ -131,18 +154,25 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 def cmd_sample_data(args: argparse.Namespace) -> int:
     """Write a seeded sample dataset in the chosen formats."""
-    from sample_data.generator import write_dataset
+    from sample_data.formats import write_dataset
 
-    out = Path(args.out)
-    written = write_dataset(
-        out,
-        num_traces=args.traces,
-        days=args.days,
-        seed=args.seed,
-        formats=tuple(args.formats.split(",")),
-    )
-    for path in written:
+    try:
+        written = write_dataset(
+            args.out,
+            num_traces=args.traces,
+            days=args.days,
+            seed=args.seed,
+            formats=tuple(f.strip() for f in args.formats.split(",")),
+        )
+    except ValueError as exc:
+        print(f"flywheel sample-data: {exc}", file=sys.stderr)
+        return 2
+    for path in written.paths.values():
         print(path)
+    print(
+        f"{written.num_traces:,} traces, {written.num_spans:,} spans, "
+        f"{written.num_feedback:,} feedback records"
+    )
     return 0
 
 
@@ -152,19 +182,20 @@ def sample_data_dir() -> Path:
 
 
 def load_sample_data(settings: Settings) -> bool:
-    """Ingest the committed sample dataset unless the lake already has spans; True if loaded."""
-    lake = Lake(settings.data_dir)
-    if lake.has_data("spans"):
+    """Ingest the committed sample dataset unless the store already has spans; True if loaded."""
+    tables = open_tables(settings)
+    if tables.has_data("spans"):
         return False
     files = [sample_data_dir() / name for name in SAMPLE_FILES]
-    with LakeWriter(settings.data_dir) as writer:
+    with LakeWriter(tables) as writer:
         reports = ingest_paths(
             files, writer, project=settings.project, on_file=_print_report, guard=_guard(settings)
         )
         writer.flush()
     loaded = sum(r.num_spans for r in reports) > 0
     if loaded:
-        keep_query_work(settings)
+        if settings.store is None:
+            keep_query_work(settings)
         dataset = load_sample_evals(settings)
         if dataset:
             print(f"eval dataset {dataset} with two runs to compare (Evals page)")
@@ -197,8 +228,10 @@ def _run_dashboard(settings: Settings, host: str, port: int) -> int:
         "--client.toolbarMode",
         "minimal",
     ]
-    data = settings.data_dir if settings.store is None else store_display(settings.store)
-    print(f"Flywheel dashboard on http://{host}:{port}  (data: {data})", flush=True)
+    print(
+        f"Flywheel dashboard on http://{host}:{port}  (data: {where_stored(settings)})",
+        flush=True,
+    )
     # Become Streamlit rather than wait for it: a signal to this process (a terminal's Ctrl-C,
     # `docker stop`, a test's terminate) then reaches the server instead of orphaning it.
     os.execve(sys.executable, command, env)
@@ -216,9 +249,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Load the sample data once, then serve the dashboard on it."""
     settings = Settings.from_args(args)
     if load_sample_data(settings):
-        print(f"loaded the sample data into {settings.data_dir}")
+        print(f"loaded the sample data into {where_stored(settings)}")
     else:
-        print(f"{settings.data_dir} already has spans; not loading the sample data again")
+        print(f"{where_stored(settings)} already has spans; not loading the sample data again")
     if args.no_dashboard:
         return 0
     return _run_dashboard(
@@ -312,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--project", help="project the data belongs to (default: $FLYWHEEL_PROJECT or 'default')"
     )
+    common.add_argument("--store", metavar="URL", help=STORE_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -339,12 +373,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=4318, help="OTLP/HTTP port (default 4318)")
     p.add_argument(
         "--grpc-port", type=int, default=4317, help="OTLP/gRPC port (default 4317; 0: off)"
-    )
-    p.add_argument(
-        "--store",
-        metavar="URL",
-        help="write to ClickHouse instead of the lake: clickhouse://user:pass@host:8123/db "
-        "(clickhouses:// for HTTPS; $FLYWHEEL_STORE); the tables are created if missing",
     )
     p.set_defaults(func=cmd_serve)
 
@@ -384,10 +412,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "backfill-guardrails",
         parents=[common],
-        help="write guardrail results for spans already in the lake",
+        help="write guardrail results for spans already stored",
         description="Read every span segment and write the guardrail results the guard stage "
         "would have written (guardrail spans and events, built-in detectors) for spans "
-        "ingested before it existed. Re-running adds nothing; stored text is not redacted.",
+        "ingested before it existed. With --store, read the spans the OpenTelemetry Collector "
+        "stored in ClickHouse (otel_traces), which no Flywheel ingest saw, and write their "
+        "guardrail results and the feedback they carry; run it from a scheduler with --since. "
+        "Re-running adds nothing; stored text is not redacted.",
+    )
+    p.add_argument(
+        "--since",
+        help="with --store: only spans from this date/time or this long ago (2h, 1d)",
     )
     p.set_defaults(func=cmd_backfill_guardrails)
 
@@ -416,8 +451,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--port", type=int, help="port (default 8501)")
         if name == "demo":
             p.add_argument("--no-dashboard", action="store_true", help="only load the sample data")
-        else:
-            p.add_argument("--store", metavar="URL", help=STORE_HELP)
         p.set_defaults(func=func)
     return parser
 
@@ -427,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except SettingsError as exc:
+    except (SettingsError, StoreUnreachable) as exc:
         print(f"flywheel: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:

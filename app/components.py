@@ -32,7 +32,8 @@ from analytics.scope import (
 from analytics.slos import SLOConfig, load_slo_config
 from app.report import duration_text
 from app.settings import Settings
-from app.stores import open_store, store_display
+from app.stores import open_store, open_tables, where_stored
+from store.lake import Lake
 
 EMPTY = "—"
 
@@ -120,6 +121,18 @@ def _open_store(
     conn: duckdb.DuckDBPyConnection = open_store(replace(settings(), data_dir=Path(data_dir)))
     install_prices(conn, price_file)
     return conn
+
+
+@st.cache_resource(show_spinner=False)
+def _open_tables(data_dir: str, store: str | None) -> Lake:
+    return open_tables(replace(settings(), data_dir=Path(data_dir), store=store))
+
+
+def tables() -> Lake:
+    """Where the dashboard's writes go (annotations, alerts, eval datasets): the lake, or
+    ClickHouse's tables with ``FLYWHEEL_STORE`` (``app.stores.open_tables``)."""
+    config = settings()
+    return _open_tables(str(config.data_dir), config.store)
 
 
 def catalog() -> duckdb.DuckDBPyConnection:
@@ -257,10 +270,10 @@ def embedding_progress(what: str = "texts") -> Callable[[int, int], None]:
     return update
 
 
-def show_empty_lake(data_dir: Path) -> None:
-    """Tell the user the lake is empty and how to fill it."""
+def show_empty_lake() -> None:
+    """Tell the user the store is empty and how to fill it."""
     st.info(
-        f"No spans yet in `{data_dir}`.\n\n"
+        f"No spans yet in `{where_stored(settings())}`.\n\n"
         "Load some data, then reload this page:\n\n"
         "- `flywheel demo` — generate the sample data set and open the dashboard on it\n"
         "- `flywheel ingest PATH` — load OTLP (`.pb`, `.json`) or JSONL files, or a folder\n"
@@ -428,9 +441,7 @@ def sidebar_filters(conn: duckdb.DuckDBPyConnection) -> Scope | None:
         placeholder="All routes",
         help="A request's route is its root span's name, e.g. `POST /chat`.",
     )
-    config = settings()
-    data = config.data_dir if config.store is None else store_display(config.store)
-    sidebar.caption(f"Data: `{data}`")
+    sidebar.caption(f"Data: `{where_stored(settings())}`")
 
     chosen: dict[str, Any] = {
         "project": project,

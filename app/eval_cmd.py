@@ -23,6 +23,7 @@ from typing import Any
 from app.eval_compare_cmd import add_compare_parser
 from app.eval_dataset_cmd import add_dataset_parser, fail, settings_and_catalog
 from app.settings import Settings
+from app.stores import open_tables
 
 _EPILOG_EVALUATORS = "evaluators (-e SPEC, repeatable): see the README's Evals section"
 
@@ -90,6 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from store.writer import LakeWriter
 
     settings, conn = settings_and_catalog(args)
+    tables = open_tables(settings)
     project = settings.project
     run = None
     if args.resume:
@@ -155,7 +157,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         description = target.describe()
         if judge is not None:
             description["judge"] = {**judge.describe(), "rubric": rubric}
-        with LakeWriter(settings.data_dir) as writer:
+        with LakeWriter(tables) as writer:
             run = start_run(
                 writer,
                 project,
@@ -195,7 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         summary = replay(
             conn,
-            settings.data_dir,
+            tables,
             run,
             dataset,
             target,

@@ -63,13 +63,13 @@ def render_comparison(comparison: Any, num_cases: int) -> str:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Compare a run with a baseline; exit 1 when a --fail-if-worse evaluator regressed."""
     from analytics.cost import install_prices, load_price_table
+    from app.stores import open_store
     from evals.compare import compare_runs
     from evals.datasets import read_dataset
     from evals.replay import read_results, read_run
-    from store.catalog import open_catalog
 
     settings = Settings.from_args(args)
-    conn = open_catalog(settings.data_dir)
+    conn = open_store(settings)
     install_prices(conn, settings.price_file)
     project = settings.project
     try:

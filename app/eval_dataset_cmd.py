@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from app.report import add_scope_arguments, scope_from_args
 from app.settings import Settings
+from app.stores import open_tables, where_stored
 
 
 def span_conversation(span: Any) -> tuple[list[dict[str, str]], str | None]:
@@ -43,10 +44,10 @@ def filter_from_text(text: str | None) -> tuple[Any, dict[str, list[str]]]:
 
 def settings_and_catalog(args: argparse.Namespace) -> tuple[Settings, Any]:
     from analytics.cost import install_prices
-    from store.catalog import open_catalog
+    from app.stores import open_store
 
     settings = Settings.from_args(args)
-    conn = open_catalog(settings.data_dir)
+    conn = open_store(settings)
     install_prices(conn, settings.price_file)
     return settings, conn
 
@@ -77,7 +78,7 @@ def _write(args: argparse.Namespace, settings: Settings, conn: Any, cases: list[
     from evals.datasets import write_dataset
 
     dataset = write_dataset(
-        conn, settings.data_dir, settings.project, args.name, cases, append=args.append
+        conn, open_tables(settings), settings.project, args.name, cases, append=args.append
     )
     print(f"wrote {dataset.name}@{dataset.version}: {len(dataset.cases):,} cases")
 
@@ -109,7 +110,7 @@ def cmd_dataset_create(args: argparse.Namespace) -> int:
     except argparse.ArgumentTypeError as exc:
         return fail(str(exc))
     except LookupError as exc:
-        return fail(f"{exc} in {settings.data_dir}", 1)
+        return fail(f"{exc} in {where_stored(settings)}", 1)
     built = cases_from_traces(
         conn, scope, filters, span_conversation, limit=args.limit, holdout=args.holdout
     )

@@ -17,11 +17,12 @@ MAX_ERRORS_SHOWN = 5
 
 def cmd_import_metrics(args: argparse.Namespace) -> int:
     """Import daily metric files; 1 when any row was rejected, 2 when a file cannot be read."""
+    from app.stores import open_tables
     from ingest.business import read_business_metrics
-    from store.lake import BUSINESS_METRICS, Lake
+    from store.lake import BUSINESS_METRICS
 
     settings = Settings.from_args(args)
-    lake = Lake(settings.data_dir)
+    lake = open_tables(settings)
     status = 0
     for path in args.paths:
         try:
@@ -58,10 +59,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Write DPO pairs or SFT examples as JSON lines; 1 when there is nothing to export."""
     from analytics.cost import install_prices
     from analytics.preferences import preference_pairs, sft_examples
-    from store.catalog import open_catalog
+    from app.stores import open_store, where_stored
 
     settings = Settings.from_args(args)
-    conn = open_catalog(settings.data_dir)
+    conn = open_store(settings)
     install_prices(conn, settings.price_file)
     try:
         scope = scope_from_args(conn, args, settings.project)
@@ -69,7 +70,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"flywheel export: {exc}", file=sys.stderr)
         return 2
     except LookupError as exc:
-        print(f"flywheel export: {exc} in {settings.data_dir}", file=sys.stderr)
+        print(f"flywheel export: {exc} in {where_stored(settings)}", file=sys.stderr)
         return 1
     if args.kind == "preferences":
         sources = tuple(args.source or ("edit", "regeneration"))

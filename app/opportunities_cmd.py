@@ -141,7 +141,7 @@ def render_routing(routing: Routing) -> list[str]:
 def cmd_opportunities(args: argparse.Namespace) -> int:
     """Print the cache and routing opportunities of a scope as Markdown."""
     from analytics.cost import install_prices
-    from app.stores import open_store
+    from app.stores import open_store, where_stored
 
     settings = Settings.from_args(args)
     conn = open_store(settings)
@@ -167,7 +167,7 @@ def cmd_opportunities(args: argparse.Namespace) -> int:
         print(f"flywheel report: {exc}", file=sys.stderr)
         return 2
     except LookupError as exc:
-        print(f"flywheel report: {exc} in {settings.data_dir}", file=sys.stderr)
+        print(f"flywheel report: {exc} in {where_stored(settings)}", file=sys.stderr)
         return 1
     lines = [
         f"# Opportunities: {scope.project}, {scope.start:%Y-%m-%d %H:%M} to "

@@ -53,7 +53,7 @@ from analytics.quality import quality_rates
 from analytics.scope import Scope, data_time_range
 from analytics.slos import SLOConfigError, load_slo_config
 from app.settings import Settings, SettingsError
-from app.stores import open_store
+from app.stores import open_store, where_stored
 
 __all__ = [
     "REPORTS",
@@ -369,22 +369,21 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"flywheel report: {exc}", file=sys.stderr)
         return 2
     except LookupError as exc:
-        print(f"flywheel report: {exc} in {settings.data_dir}", file=sys.stderr)
+        print(f"flywheel report: {exc} in {where_stored(settings)}", file=sys.stderr)
         return 1
     sys.stdout.write(RENDERERS[args.format](report))
     return 0
 
 
 STORE_HELP = (
-    "read ClickHouse instead of the lake: clickhouse://user:pass@host:8123/db "
-    "(clickhouses:// for HTTPS; $FLYWHEEL_STORE)"
+    "use ClickHouse instead of the lake in --data-dir: clickhouse://user:pass@host:8123/db "
+    "(clickhouses:// for HTTPS; default $FLYWHEEL_STORE); its tables are created if missing, "
+    "--data-dir then keeps only write-ahead logs and caches"
 )
 
 
 def add_scope_arguments(p: argparse.ArgumentParser) -> None:
-    """The time window and filters every command that reads a scope of the lake takes, and
-    ``--store``."""
-    p.add_argument("--store", metavar="URL", help=STORE_HELP)
+    """The time window and filters every command that reads a scope of the lake takes."""
     p.add_argument(
         "--since",
         default=DEFAULT_SINCE,

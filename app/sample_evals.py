@@ -26,14 +26,15 @@ def load_sample_evals(settings: Settings) -> str | None:
 
     from analytics.scope import Scope, data_time_range
     from analytics.traces import TraceFilter
+    from app.stores import open_store, open_tables
     from evals.datasets import cases_from_traces, write_dataset
     from evals.evaluators import EvaluatorContext, parse_evaluator
     from evals.replay import reference_outputs, replay, start_run
     from evals.targets import RecordedTarget
-    from store.catalog import open_catalog
     from store.writer import LakeWriter
 
-    conn = open_catalog(settings.data_dir)
+    conn = open_store(settings)
+    tables = open_tables(settings)
     first, last = data_time_range(conn, settings.project)
     if first is None or last is None:
         return None
@@ -43,7 +44,7 @@ def load_sample_evals(settings: Settings) -> str | None:
     )
     if not built.cases:
         return None
-    dataset = write_dataset(conn, settings.data_dir, settings.project, SAMPLE_DATASET, built.cases)
+    dataset = write_dataset(conn, tables, settings.project, SAMPLE_DATASET, built.cases)
     production = reference_outputs(dataset)
     candidate = {}
     for case_id, answer in production.items():
@@ -65,9 +66,9 @@ def load_sample_evals(settings: Settings) -> str | None:
         ("two-sentence answers (simulated)", candidate, "simulated"),
     ):
         target = RecordedTarget(outputs, source)
-        with LakeWriter(settings.data_dir) as writer:
+        with LakeWriter(tables) as writer:
             run = start_run(
                 writer, settings.project, dataset, target, SAMPLE_EVALUATORS, split=None, name=name
             )
-        replay(conn, settings.data_dir, run, dataset, target, evaluators, concurrency=1)
+        replay(conn, tables, run, dataset, target, evaluators, concurrency=1)
     return dataset.name

@@ -35,7 +35,7 @@ from analytics.trace_detail import SpanDetail, answer_spans
 from analytics.traces import TraceFilter, list_traces
 from evals.cases import Case, Message, case_id_of, check_messages, messages_to_json
 from store.catalog import query
-from store.lake import EVAL_CASES, Lake
+from store.lake import EVAL_CASES, Lake, as_lake
 from store.schema import EVAL_CASE_SCHEMA
 
 __all__ = [
@@ -321,7 +321,7 @@ def _latest_version(conn: duckdb.DuckDBPyConnection, project: str, name: str) ->
 
 def write_dataset(
     conn: duckdb.DuckDBPyConnection,
-    data_dir: Path | str,
+    where: Lake | Path | str,
     project: str,
     name: str,
     cases: Sequence[Case],
@@ -330,9 +330,12 @@ def write_dataset(
     now: datetime | None = None,
 ) -> Dataset:
     """Write ``cases`` as the next version of dataset ``name`` (with ``append``, after the
-    previous version's cases, a repeated input kept once); returns the version written."""
+    previous version's cases, a repeated input kept once); returns the version written.
+
+    ``conn`` reads the store that ``where`` (a data directory, or a ``store.lake.Lake`` such as
+    ClickHouse's tables) writes."""
     check_dataset_name(name)
-    lake = Lake(data_dir)
+    lake = as_lake(where)
     # Choosing the version and writing it is one step: two writers (the page's form and the
     # CLI) would otherwise both write version n + 1 and merge their snapshots.
     with lake.locked(DATASETS_LOCK):

@@ -38,7 +38,7 @@ from evals.evaluators import Evaluator, score_all
 from evals.replay_traces import EVAL_PROJECT_SUFFIX, eval_project, span_rows
 from evals.targets import RecordedCall, Target, take_recorded_calls
 from store.catalog import query
-from store.lake import EVAL_RESULTS, EVAL_RUNS, SPANS, Lake
+from store.lake import EVAL_RESULTS, EVAL_RUNS, SPANS, Lake, as_lake
 from store.schema import EVAL_RESULT_SCHEMA, EVAL_RUN_SCHEMA
 from store.writer import LakeWriter
 
@@ -265,7 +265,7 @@ def _done_cases(conn: duckdb.DuckDBPyConnection, run: RunInfo, retry_errors: boo
 
 def replay(
     conn: duckdb.DuckDBPyConnection,
-    data_dir: Path | str,
+    where: Lake | Path | str,
     run: RunInfo,
     dataset: Dataset,
     target: Target,
@@ -279,7 +279,8 @@ def replay(
 ) -> ReplaySummary:
     """Call ``target`` on every case of ``run`` that has no result yet, score and store each.
 
-    ``conn`` must read the lake in ``data_dir``. ``stop`` (set from another thread, e.g. on
+    ``conn`` must read the store ``where`` writes: a data directory's lake, or a
+    ``store.lake.Lake`` such as ClickHouse's tables. ``stop`` (set from another thread, e.g. on
     Ctrl-C) lets the calls in flight finish and starts no more; the summary then says
     ``interrupted`` and the run can be resumed.
     """
@@ -293,7 +294,8 @@ def replay(
     stop = stop or threading.Event()
     # Opening the writer first replays the logs an interrupted run left, so what it finished
     # is in the lake before the done cases are read.
-    with LakeWriter(data_dir, max_age_s=2.0) as writer:
+    lake = as_lake(where)
+    with LakeWriter(lake, max_age_s=2.0) as writer:
         done = _done_cases(conn, run, retry_errors)
         cases = [c for c in dataset.split(run.split) if c.case_id not in done]
         num_skipped = len(dataset.split(run.split)) - len(cases)
@@ -362,7 +364,7 @@ def replay(
                 store(ready)
     # The writer flushed every few seconds: merge this run's small result segments, so reading
     # runs does not open one file per flush.
-    Lake(data_dir).compact(EVAL_RESULTS.name, min_segments=8)
+    lake.compact(EVAL_RESULTS.name, min_segments=8)
     return ReplaySummary(
         run_id=run.run_id,
         num_cases=num_skipped + len(cases),

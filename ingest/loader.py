@@ -1,11 +1,15 @@
 """Files into the lake: decode each file a batch at a time, guard it, append it through the
-writer; and the guardrail results of spans already in the lake (``backfill_guardrails``)."""
+writer; and the guardrail results of spans already stored: in the lake's segments
+(``backfill_guardrails``), or written to ClickHouse by the OpenTelemetry Collector
+(``backfill_collector_spans``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 
@@ -13,7 +17,7 @@ from ingest.files import DEFAULT_BATCH_SPANS, iter_file, list_input_files
 from ingest.guard import Guard
 from ingest.records import IngestError
 from ingest.redaction import RedactionPolicy, parse_policy
-from store.lake import GUARDRAILS, SPANS, Lake, conform
+from store.lake import FEEDBACK, GUARDRAILS, SPANS, Lake, conform
 from store.schema import DEFAULT_PROJECT
 from store.writer import LakeWriter
 
@@ -80,12 +84,15 @@ def ingest_paths(
 
 @dataclass
 class BackfillReport:
-    """What one backfill pass over a lake's span segments found."""
+    """What one backfill pass found: segments (or days) read, spans in them, guardrail results
+    and span-carried feedback derived (the lake's backfill derives no feedback: its ingest
+    did), and how many of those rows were new."""
 
     num_segments: int = 0
     num_spans: int = 0
     num_results: int = 0
     num_new: int = 0
+    num_feedback: int = 0
 
 
 def backfill_guardrails(
@@ -98,7 +105,7 @@ def backfill_guardrails(
     running it again adds nothing; stored text is not rewritten (redaction happens only on the
     way in), so detections are recorded as flagged, not masked."""
     lake = Lake(data_dir)
-    guard = Guard(RedactionPolicy(parse_policy('[default]\nsecret = "off"').default))
+    guard = _backfill_guard()
     report = BackfillReport()
     for segment in lake.list_segments(SPANS.name):
         spans = conform(SPANS, pq.read_table(segment))
@@ -110,4 +117,58 @@ def backfill_guardrails(
         report.num_new += written
         if on_segment is not None:
             on_segment(segment, written)
+    return report
+
+
+def _backfill_guard() -> Guard:
+    """The guard of a backfill: detections are recorded as flagged (stored text stays as is)."""
+    return Guard(RedactionPolicy(parse_policy('[default]\nsecret = "off"').default))
+
+
+#: The Collector's spans as the catalog reads them (``store.clickhouse.catalog``): one day each.
+COLLECTOR_SPANS_SQL = "SELECT * FROM otel_spans WHERE start_time >= ? AND start_time < ?"
+COLLECTOR_RANGE_SQL = "SELECT min(start_time), max(start_time) FROM otel_spans"
+
+
+def backfill_collector_spans(
+    conn: Any,
+    tables: Lake,
+    *,
+    since: datetime | None = None,
+    on_window: Callable[[datetime, int], None] | None = None,
+) -> BackfillReport:
+    """Write the guardrail results and the feedback carried by the spans the OpenTelemetry
+    Collector stored in ClickHouse (its ``otel_traces``, read through the catalog's
+    ``otel_spans`` view), which no ingest of Flywheel's saw. ``conn`` is a
+    ``store.clickhouse.catalog.ClickHouseCatalog`` and ``tables`` its database's tables.
+
+    Spans are read one UTC day at a time from ``since`` (default: the first span). Results
+    and feedback are keyed by where they came from, so running it again (from a cron job over
+    the last hours, say) adds only what is new. ``num_segments`` counts the days read.
+    """
+    report = BackfillReport()
+    if not conn.reads_collector:
+        return report  # the Collector has stored no span yet
+    first, last = conn.execute(COLLECTOR_RANGE_SQL).fetchone()
+    if first is None or last is None:
+        return report
+    day = max(first, since) if since is not None else first
+    day = day.replace(hour=0, minute=0, second=0, microsecond=0)
+    guard = _backfill_guard()
+    while day <= last:
+        end = day + timedelta(days=1)
+        spans = conform(SPANS, conn.execute(COLLECTOR_SPANS_SQL, [day, end]).to_arrow_table())
+        guarded = guard.apply(spans)
+        written = 0
+        for spec, rows in ((GUARDRAILS, guarded.guardrails), (FEEDBACK, guarded.feedback)):
+            if rows.num_rows:
+                written += tables.write(spec.name, rows).num_written
+        report.num_segments += 1
+        report.num_spans += spans.num_rows
+        report.num_results += guarded.guardrails.num_rows
+        report.num_feedback += guarded.feedback.num_rows
+        report.num_new += written
+        if on_window is not None:
+            on_window(day, written)
+        day = end
     return report

@@ -50,6 +50,7 @@ class OpenWriter(Protocol):
     def __call__(
         self,
         data_dir: Path | str,
+        /,
         *,
         max_buffer_rows: int,
         max_buffer_bytes: int,

@@ -382,6 +382,10 @@ class Lake:
                 num_duplicates += merged.num_rows - rows.num_rows
         return CompactResult(num_partitions, num_in, num_out, num_rows, num_duplicates)
 
+    def describe(self) -> str:
+        """Where the tables are, for people (messages, reports)."""
+        return str(self.data_dir)
+
     def remove_stale_temp_files(self, min_age_s: float = 60.0) -> int:
         """Delete segment temp files left by killed writers; returns how many were removed."""
         removed = 0
@@ -426,6 +430,12 @@ class Lake:
             raise
         fsync_dir(part_dir)
         return final
+
+
+def as_lake(where: Lake | Path | str) -> Lake:
+    """The tables at ``where``: a data directory's Parquet lake, or a :class:`Lake` given as is
+    (another store's tables, such as ``store.clickhouse.writer.ClickHouseTables``)."""
+    return where if isinstance(where, Lake) else Lake(where)
 
 
 def _not_stored(

@@ -97,11 +97,15 @@ def _merge(results: dict[str, WriteResult], table_name: str, result: WriteResult
 
 
 class LakeWriter:
-    """Durable appends to the lake: WAL + fsync per append, batched segment writes."""
+    """Durable appends to the lake: WAL + fsync per append, batched segment writes.
+
+    ``where`` is a data directory (its Parquet lake) or a :class:`store.lake.Lake` to write
+    through, such as another store's tables; the logs go to ``<its data_dir>/wal``.
+    """
 
     def __init__(
         self,
-        data_dir: Path | str,
+        where: Lake | Path | str,
         *,
         specs: Sequence[TableSpec] = DEFAULT_SPECS,
         max_buffer_rows: int = 50_000,
@@ -109,7 +113,7 @@ class LakeWriter:
         max_age_s: float = 5.0,
         recover: bool = True,
     ) -> None:
-        self.lake = Lake(data_dir, specs)
+        self.lake = where if isinstance(where, Lake) else Lake(where, specs)
         self.wal_dir = self.lake.data_dir / WAL_DIR_NAME
         self.max_buffer_rows = max_buffer_rows
         self.max_buffer_bytes = max_buffer_bytes

@@ -227,6 +227,6 @@ def render(scope: Scope) -> None:
 st.title("Drift")
 _scope = ui.sidebar_filters(ui.catalog())
 if _scope is None:
-    ui.show_empty_lake(ui.settings().data_dir)
+    ui.show_empty_lake()
 else:
     render(_scope)

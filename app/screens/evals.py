@@ -279,9 +279,7 @@ def _create_form(conn: Any, scope: Scope, project: str) -> None:
         if not built.cases:
             st.warning(f"No cases: {built.num_traces:,} requests matched, none with input.")
             return
-        dataset = write_dataset(
-            conn, ui.settings().data_dir, project, name, built.cases, append=append
-        )
+        dataset = write_dataset(conn, ui.tables(), project, name, built.cases, append=append)
     except ValueError as exc:
         st.error(str(exc))
         return
@@ -365,6 +363,6 @@ st.caption(
 )
 _scope = ui.sidebar_filters(ui.catalog())
 if _scope is None:
-    ui.show_empty_lake(ui.settings().data_dir)
+    ui.show_empty_lake()
 else:
     render(_scope)

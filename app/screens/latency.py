@@ -350,6 +350,6 @@ def render(scope: Scope) -> None:
 st.title("Latency & goodput")
 _scope = ui.sidebar_filters(ui.catalog())
 if _scope is None:
-    ui.show_empty_lake(ui.settings().data_dir)
+    ui.show_empty_lake()
 else:
     render(_scope)

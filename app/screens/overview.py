@@ -198,6 +198,6 @@ def _bucket_label(bucket: timedelta) -> str:
 st.title("Overview")
 _scope = ui.sidebar_filters(ui.catalog())
 if _scope is None:
-    ui.show_empty_lake(ui.settings().data_dir)
+    ui.show_empty_lake()
 else:
     render(_scope)

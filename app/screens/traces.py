@@ -505,7 +505,7 @@ def _save_annotation(trace: TraceDetail) -> Any:
             )
         except ValueError as exc:
             return str(exc)
-        write_annotations(ui.settings().data_dir, [note])
+        write_annotations(ui.tables(), [note])
         return None
 
     return save
@@ -658,6 +658,6 @@ _conn = ui.catalog()
 _scope = ui.sidebar_filters(_conn)
 if _scope is None:
     st.title("Traces", anchor=False)
-    ui.show_empty_lake(ui.settings().data_dir)
+    ui.show_empty_lake()
 else:
     render(_conn, _scope)

@@ -204,6 +204,11 @@ class ClickHouseCatalog:
         self.macros = macros
         self._result: pa.Table | None = None
 
+    @property
+    def reads_collector(self) -> bool:
+        """Whether the Collector's spans are read too (the view ``otel_spans`` exists)."""
+        return self.renames.get("spans") == "spans_all"
+
     # DB-API-like surface -----------------------------------------------------------------
     def cursor(self) -> ClickHouseCatalog:
         """A catalog of its own for one thread (results are per cursor; the engine is

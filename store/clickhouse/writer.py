@@ -44,15 +44,24 @@ import pyarrow.compute as pc
 
 from store.catalog import quote_identifier
 from store.clickhouse.catalog import Engine, clickhouse_type, create_tables
-from store.lake import DEFAULT_SPECS, Lake, TableSpec, WriteResult, conform, dedup_first
-from store.writer import FlushResult, LakeWriter
+from store.lake import (
+    DEFAULT_SPECS,
+    CompactResult,
+    Lake,
+    TableSpec,
+    WriteResult,
+    conform,
+    dedup_first,
+)
+from store.writer import LakeWriter
 
 __all__ = ["CHECK_CHUNK_ROWS", "ClickHouseTables", "ClickHouseWriter", "log_dir"]
 
 log = logging.getLogger(__name__)
 
-#: Distinct times per de-duplication query: its parameters travel in the request's URL, which
-#: ClickHouse caps at 1 MiB (``http_max_uri_size``); 2,000 times are about 70 KB.
+#: Distinct times per de-duplication query. They are written into the statement, which travels
+#: in the request's body (parameters would travel in its URL, which servers and proxies cap):
+#: 2,000 times are about 60 KB of the 256 KiB ClickHouse parses (``max_query_size``).
 CHECK_CHUNK_ROWS = 2_000
 _ROW = "__flywheel_row"
 
@@ -63,14 +72,16 @@ def log_dir(data_dir: Path | str, database: str) -> Path:
 
 
 #: Keys of a table stored at the given times (and projects): the flush's de-duplication probe.
-STORED_KEYS_SQL = "SELECT {keys} FROM {table} WHERE {time} IN {{times:Array({time_type})}}"
-PROJECT_FILTER_SQL = " AND project IN {projects:Array(String)}"
+STORED_KEYS_SQL = "SELECT {keys} FROM {table} WHERE {time} IN CAST([{times}], {time_type})"
+PROJECT_FILTER_SQL = " AND project IN ({projects})"
 
 
 class ClickHouseTables(Lake):
     """The lake's tables in a ClickHouse database: ``write`` inserts instead of writing segments.
 
-    ``data_dir`` is only where the writer's logs go (:func:`log_dir`); nothing else is local.
+    The tables are created in ``database`` if missing. ``data_dir`` is the local folder whose
+    ``clickhouse/<database>/`` (:func:`log_dir`) holds what must stay local: writers' logs and
+    the locks that serialize a read-then-write (:meth:`Lake.locked`) on this machine.
     """
 
     def __init__(
@@ -79,10 +90,30 @@ class ClickHouseTables(Lake):
         database: str,
         data_dir: Path | str,
         specs: Sequence[TableSpec] = DEFAULT_SPECS,
+        *,
+        display: str | None = None,
     ) -> None:
-        super().__init__(data_dir, specs)
+        create_tables(engine, database, specs)
+        super().__init__(log_dir(data_dir, database), specs)
         self.engine = engine
         self.database = database
+        self.display = display or f"ClickHouse database {database}"
+
+    def describe(self) -> str:
+        """The store, for people (never its password)."""
+        return self.display
+
+    def has_data(self, table_name: str) -> bool:
+        """Whether the table holds at least one row."""
+        spec = self.spec(table_name)
+        table = f"{self.database}.{quote_identifier(spec.name)}"
+        found = self.engine.query(f"SELECT 1 AS found FROM {table} LIMIT 1", {})
+        return bool(found.num_rows)
+
+    def compact(self, table_name: str, **_: int) -> CompactResult:
+        """Nothing to do: ClickHouse merges a table's parts itself."""
+        self.spec(table_name)
+        return CompactResult(0, 0, 0, 0, 0)
 
     def write(self, table_name: str, table: pa.Table) -> WriteResult:
         """Conform, drop keys seen in the batch or stored at the same time, insert the rest."""
@@ -117,13 +148,13 @@ class ClickHouseTables(Lake):
             keys=", ".join(quote_identifier(c) for c in spec.key_columns),
             table=f"{self.database}.{quote_identifier(spec.name)}",
             time=quote_identifier(spec.time_column),
-            time_type=clickhouse_type(time_field.type, nullable=False),
+            times=_literals(pc.strftime(times, "%Y-%m-%d %H:%M:%S").to_pylist()),
+            time_type=_literals([f"Array({clickhouse_type(time_field.type, nullable=False)})"]),
         )
-        params = {"times": _array_text(pc.strftime(times, "%Y-%m-%d %H:%M:%S").to_pylist())}
         if "project" in spec.schema.names and not spec.schema.field("project").nullable:
-            sql += PROJECT_FILTER_SQL
-            params["projects"] = _array_text(pc.unique(rows.column("project")).to_pylist())
-        stored = self.engine.query(sql, params)
+            projects = pc.unique(rows.column("project")).to_pylist()
+            sql += PROJECT_FILTER_SQL.format(projects=_literals(projects))
+        stored = self.engine.query(sql, {})
         return pa.table(
             {
                 name: stored.column(name).cast(spec.schema.field(name).type)
@@ -136,10 +167,9 @@ class ClickHouseTables(Lake):
         return 0
 
 
-def _array_text(values: Sequence[str]) -> str:
-    """A parameter's text for ``Array(String)`` / ``Array(DateTime64)``: quoted, escaped."""
-    quoted = ("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values)
-    return "[" + ",".join(quoted) + "]"
+def _literals(values: Sequence[str]) -> str:
+    """String literals, quoted and escaped, comma-separated."""
+    return ",".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values)
 
 
 class ClickHouseWriter(LakeWriter):
@@ -161,18 +191,13 @@ class ClickHouseWriter(LakeWriter):
         max_age_s: float = 5.0,
         recover: bool = True,
     ) -> None:
-        create_tables(engine, database, specs)
-        folder = log_dir(data_dir, database)
         super().__init__(
-            folder,
-            specs=specs,
+            ClickHouseTables(engine, database, data_dir, specs),
             max_buffer_rows=max_buffer_rows,
             max_buffer_bytes=max_buffer_bytes,
             max_age_s=max_age_s,
-            recover=False,
+            recover=recover,
         )
-        self.lake = ClickHouseTables(engine, database, folder, specs)
-        self.recovered = self.recover() if recover else FlushResult()
         if self.recovered.num_wal_files_deleted:
             log.info(
                 "replayed %d log(s) into ClickHouse: %d rows inserted, %d already there",

@@ -79,6 +79,31 @@ def test_ingest_reports_then_reingest_adds_nothing(
     assert _count(data) == 8
 
 
+def test_sample_data_writes_every_format_and_they_ingest_to_the_same_spans(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sample"
+    assert (
+        main(["sample-data", "--traces", "12", "--days", "2", "--seed", "3", "--out", str(out)])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "feedback.jsonl.gz", "traces.jsonl.gz", "traces.otlp.jsonl.gz", "traces.pb.gz"
+    ]  # fmt: skip
+    num_spans = int(printed.splitlines()[-1].split(" traces, ")[1].split(" spans")[0])
+    assert printed.splitlines()[-1].startswith("12 traces, ")
+    counts = {}
+    for name in ("traces.pb.gz", "traces.otlp.jsonl.gz", "traces.jsonl.gz"):
+        data = tmp_path / name
+        assert main(["ingest", "--data-dir", str(data), str(out / name)]) == 0
+        counts[name] = _count(data)
+    assert set(counts.values()) == {num_spans} and num_spans > 12
+    assert main(["sample-data", "--out", str(out), "--formats", "pb,xml"]) == 2
+    assert "unknown formats ['xml']" in capsys.readouterr().err
+
+
 def test_ingest_a_folder_with_a_bad_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
