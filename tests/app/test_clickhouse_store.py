@@ -15,6 +15,7 @@ from urllib.parse import quote
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import evals.compare  # noqa: F401  (the package, before the Evals page's folder is on sys.path)
 from app import components as ui
 from app.cli import main
 from tests.analytics.lake import random_traces, write_lake
@@ -85,7 +86,17 @@ SCREENS = Path(PAGE).parent
 
 @pytest.mark.parametrize(
     "page",
-    ["latency.py", "cost.py", "guardrails.py", "traces.py", "feedback.py", "alerts.py"],
+    [
+        "latency.py",
+        "cost.py",
+        "guardrails.py",
+        "traces.py",
+        "feedback.py",
+        "alerts.py",
+        "drift.py",
+        "opportunities.py",
+        "evals.py",
+    ],
 )
 def test_every_page_renders_on_clickhouse_as_on_the_lake(
     page: str, lake: Path, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -18,7 +18,9 @@ from urllib.parse import quote
 import pyarrow as pa
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from streamlit.testing.v1 import AppTest
 
+import evals.compare  # noqa: F401  (the package, before the Evals page's folder is on sys.path)
 from analytics.annotations import annotated_traces_jsonl, new_annotation, write_annotations
 from analytics.scope import Scope, data_time_range
 from app.cli import main, sample_data_dir
@@ -54,6 +56,7 @@ threshold = 1
 severity = "page"
 """
 SPIKE_END = "2026-11-20T00:00:00Z"  # the end of the sample's prompt-injection day
+SCREENS = Path(__file__).resolve().parents[2] / "app" / "screens"
 
 
 @pytest.fixture(scope="module")
@@ -362,3 +365,29 @@ def test_guardrails_and_feedback_of_collector_spans_are_written_once(
     assert main(["backfill-guardrails", *where, "--since", "2d"]) == 0
     assert capsys.readouterr().out.rstrip().endswith(" 0 new")
     assert main(["backfill-guardrails", "--since", "2d", "--data-dir", str(lake)]) == 2
+
+
+@pytest.mark.parametrize("page", ["evals.py", "guardrails.py"])
+def test_the_pages_show_the_demo_on_clickhouse_as_on_the_lake(
+    page: str, demo: str, local: Path, lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Evals page (the demo's runs, written to ClickHouse) and the Guardrails page (results
+    derived at ingest) show what they show over the lake."""
+    shown = {}
+    for store, data_dir in ((None, lake), (demo, local)):
+        if store is None:
+            monkeypatch.delenv("FLYWHEEL_STORE", raising=False)
+        else:
+            monkeypatch.setenv("FLYWHEEL_STORE", store)
+        monkeypatch.setenv("FLYWHEEL_DATA_DIR", str(data_dir))
+        monkeypatch.delenv("FLYWHEEL_PROJECT", raising=False)
+        app = AppTest.from_file(str(SCREENS / page), default_timeout=180)
+        app.run()
+        assert not app.exception, [e.value for e in app.exception]
+        shown[store] = (
+            {metric.label: metric.value for metric in app.metric},
+            len(app.get("plotly_chart")),
+            [frame.value.shape for frame in app.dataframe],
+        )
+    assert shown[None][0] and shown[None][2]  # the page has numbers and tables
+    assert shown[demo] == shown[None]
