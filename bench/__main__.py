@@ -1,4 +1,4 @@
-"""``python -m bench [ingest|detectors|embeddings|overview|analytics|pages|receiver|phoenix|evals|cache|clickhouse|all ...]``: run benchmarks, write their results.
+"""``python -m bench [ingest|detectors|embeddings|overview|analytics|pages|receiver|phoenix|evals|cache|clickhouse|collector|all ...]``: run benchmarks, write their results.
 
 Each benchmark module has ``NAME`` and ``run(log=...) -> (figures, details)``; this runs the
 chosen ones (default: all that exist), writes ``bench/results/<NAME>.json`` for each, prints
@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "evals": "bench.eval_replay",
     "cache": "bench.cache_analysis",
     "clickhouse": "bench.clickhouse_queries",
+    "collector": "bench.collector_link",
 }
 
 

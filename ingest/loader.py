@@ -125,9 +125,9 @@ def _backfill_guard() -> Guard:
     return Guard(RedactionPolicy(parse_policy('[default]\nsecret = "off"').default))
 
 
-#: The Collector's spans as the catalog reads them (``store.clickhouse.catalog``): one day each.
-COLLECTOR_SPANS_SQL = "SELECT * FROM otel_spans WHERE start_time >= ? AND start_time < ?"
-COLLECTOR_RANGE_SQL = "SELECT min(start_time), max(start_time) FROM otel_spans"
+#: One UTC day of stored spans, and the days there are (the table's sort key: a range read).
+DAY_SPANS_SQL = "SELECT * FROM spans WHERE start_time >= ? AND start_time < ?"
+SPAN_RANGE_SQL = "SELECT min(start_time), max(start_time) FROM spans"
 
 
 def backfill_collector_spans(
@@ -138,18 +138,20 @@ def backfill_collector_spans(
     on_window: Callable[[datetime, int], None] | None = None,
 ) -> BackfillReport:
     """Write the guardrail results and the feedback carried by the spans the OpenTelemetry
-    Collector stored in ClickHouse (its ``otel_traces``, read through the catalog's
-    ``otel_spans`` view), which no ingest of Flywheel's saw. ``conn`` is a
+    Collector stored in ClickHouse (its ``otel_traces``, linked into ``spans`` by
+    ``store.clickhouse.link``), which no ingest of Flywheel's saw. ``conn`` is a
     ``store.clickhouse.catalog.ClickHouseCatalog`` and ``tables`` its database's tables.
 
-    Spans are read one UTC day at a time from ``since`` (default: the first span). Results
-    and feedback are keyed by where they came from, so running it again (from a cron job over
-    the last hours, say) adds only what is new. ``num_segments`` counts the days read.
+    Spans are read one UTC day at a time from ``since`` (default: the first span); the spans
+    Flywheel ingested itself are read too, and their results, written then, are found already
+    stored. Results and feedback are keyed by where they came from, so running it again (from
+    a cron job over the last hours, say) adds only what is new. ``num_segments`` counts the
+    days read.
     """
     report = BackfillReport()
     if not conn.reads_collector:
-        return report  # the Collector has stored no span yet
-    first, last = conn.execute(COLLECTOR_RANGE_SQL).fetchone()
+        return report  # no Collector table: every span came through Flywheel's ingest
+    first, last = conn.execute(SPAN_RANGE_SQL).fetchone()
     if first is None or last is None:
         return report
     day = max(first, since) if since is not None else first
@@ -157,7 +159,7 @@ def backfill_collector_spans(
     guard = _backfill_guard()
     while day <= last:
         end = day + timedelta(days=1)
-        spans = conform(SPANS, conn.execute(COLLECTOR_SPANS_SQL, [day, end]).to_arrow_table())
+        spans = conform(SPANS, conn.execute(DAY_SPANS_SQL, [day, end]).to_arrow_table())
         guarded = guard.apply(spans)
         written = 0
         for spec, rows in ((GUARDRAILS, guarded.guardrails), (FEEDBACK, guarded.feedback)):

@@ -10,8 +10,9 @@ The exporter has no notion of a project: a span's project is its resource attrib
 
 The rest of the backend: ``transpile`` and ``structure`` (the analytics' DuckDB SQL rewritten
 for ClickHouse), ``catalog`` (the catalog the analytics query, over an engine), ``connect``
-(the ``clickhouse://`` URL and the clickhouse-connect engine) and ``writer`` (the receiver's
-sink). No module imports ``chdb`` or ``clickhouse-connect`` at import time; callers bring the
+(the ``clickhouse://`` URL and the clickhouse-connect engine), ``link`` (``otel_traces`` fed
+into ``spans`` by a materialized view) and ``writer`` (``ClickHouseTables``, where every write
+goes with ``--store``, and the receiver's durable writer over them). No module imports ``chdb`` or ``clickhouse-connect`` at import time; callers bring the
 engine.
 """
 

@@ -32,9 +32,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from store.catalog import PRICE_MODELS_SCHEMA, PRICES_SCHEMA, quote_identifier, read_views_sql
+from store.clickhouse.link import link_collector
 from store.clickhouse.transpile import SETTINGS, Macro, parse_macros, to_clickhouse
 from store.lake import DEFAULT_SPECS, TableSpec
-from store.schema import LLM_OPERATIONS, SPAN_SCHEMA
+from store.schema import LLM_OPERATIONS
 
 __all__ = [
     "ChdbEngine",
@@ -193,8 +194,8 @@ class ClickHouseCatalog:
     ) -> None:
         self.engine = engine
         self.database = database
-        #: Relations read under another name (``spans`` → ``spans_all`` with a collector).
-        self.renames: dict[str, str] = {}
+        #: Whether the Collector's ``otel_traces`` feeds ``spans`` (and ``otel_spans`` exists).
+        self.reads_collector = False
         #: A local folder for caches (computed embeddings), or None.
         self.cache_dir = cache_dir
         self.specs = tuple(specs)
@@ -203,11 +204,6 @@ class ClickHouseCatalog:
             macros[macro.name] = macro
         self.macros = macros
         self._result: pa.Table | None = None
-
-    @property
-    def reads_collector(self) -> bool:
-        """Whether the Collector's spans are read too (the view ``otel_spans`` exists)."""
-        return self.renames.get("spans") == "spans_all"
 
     # DB-API-like surface -----------------------------------------------------------------
     def cursor(self) -> ClickHouseCatalog:
@@ -230,7 +226,7 @@ class ClickHouseCatalog:
             sql = "SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name"
             self._result = _normalise(self.engine.query(sql, {}))
             return self
-        text, bound = to_clickhouse(sql, params, self.macros, self.database, self.renames)
+        text, bound = to_clickhouse(sql, params, self.macros, self.database)
         self._result = _normalise(self.engine.query(text, bound))
         return self
 
@@ -281,17 +277,6 @@ def create_tables(engine: Engine, database: str, specs: Sequence[TableSpec]) -> 
         engine.query(ddl.format(db=database), {})
 
 
-def _has_rows(engine: Engine, database: str, table: str) -> bool:
-    exists = engine.query(
-        "SELECT count() AS n FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-        {"db": database, "t": table},
-    )
-    if not exists["n"][0].as_py():
-        return False
-    rows = engine.query(f"SELECT count() AS n FROM {database}.{quote_identifier(table)}", {})
-    return bool(rows["n"][0].as_py())
-
-
 def open_clickhouse_catalog(
     engine: Engine,
     database: str,
@@ -304,32 +289,24 @@ def open_clickhouse_catalog(
 
     ``collector_spans`` is a ``SELECT`` of canonical spans over the Collector's ``otel_traces``
     table in ``database`` (``ingest.clickhouse_spans.spans_select_sql``, generated from the
-    conventions file; the store does not import ingest): when that table holds spans, the view
-    ``otel_spans`` holds that SELECT and the analytics read ``spans_all``, the spans Flywheel
-    wrote and the Collector's together. (Without Collector spans the catalog reads Flywheel's
-    alone: the view's SQL is large, and ClickHouse analyses it in every query. The dashboard
-    reopens its catalog every minute, so spans the Collector starts sending are read then.)
+    conventions file; the store does not import ingest): when that table exists, a
+    materialized view feeds its rows, normalized once, into ``spans`` (and copies those stored
+    before), so the analytics read the Collector's spans and Flywheel's from the one table
+    (:func:`store.clickhouse.link.link_collector`). The dashboard reopens its catalog every
+    minute, so a Collector that starts later is linked then.
     """
     create_tables(engine, database, specs)
     catalog = ClickHouseCatalog(
         engine, database, specs, Path(cache_dir) if cache_dir is not None else None
     )
-    if collector_spans is not None and _has_rows(engine, database, "otel_traces"):
-        engine.query(f"CREATE OR REPLACE VIEW {database}.otel_spans AS {collector_spans}", {})
-        columns = ", ".join(quote_identifier(name) for name in SPAN_SCHEMA.names)
-        engine.query(
-            f"CREATE OR REPLACE VIEW {database}.spans_all AS "
-            f"SELECT {columns} FROM {database}.spans "
-            f"UNION ALL SELECT {columns} FROM {database}.otel_spans",
-            {},
-        )
-        catalog.renames["spans"] = "spans_all"
+    if collector_spans is not None:
+        catalog.reads_collector = link_collector(engine, database, collector_spans)
     if not catalog.engine.query("SELECT count() AS n FROM llm_operations", {})["n"][0].as_py():
         engine.insert(
             "llm_operations", pa.table({"operation": pa.array(sorted(LLM_OPERATIONS), pa.string())})
         )
     for name, select in catalog.views:
-        text, _ = to_clickhouse(select, {}, catalog.macros, database, catalog.renames)
+        text, _ = to_clickhouse(select, {}, catalog.macros, database)
         engine.query(f"CREATE OR REPLACE VIEW {database}.{name} AS {text}", {})
     return catalog
 

@@ -30,7 +30,6 @@ __all__ = [
     "parse_macros",
     "positional_structs",
     "rename_ctes",
-    "rename_relations",
 ]
 
 
@@ -304,19 +303,3 @@ def inline_macros(
                 exp.Subquery(this=body, alias=exp.TableAlias(this=exp.to_identifier(alias)))
             )
     raise UntranslatableSQL("table macros nest too deep")
-
-
-def rename_relations(tree: exp.Expression, renames: Mapping[str, str]) -> exp.Expression:
-    """Read each relation of ``renames`` (a table of the catalog, not a CTE) under its new
-    name, keeping the old one as the alias (``spans`` → ``spans_all AS spans``)."""
-    if not renames:
-        return tree
-    ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
-    for table in tree.find_all(exp.Table):
-        name = table.name
-        shadowed = name in ctes and not table.db  # a CTE of that name, not the table
-        if isinstance(table.this, exp.Identifier) and name in renames and not shadowed:
-            table.set("this", exp.to_identifier(renames[name]))
-            if not table.alias:
-                table.set("alias", exp.TableAlias(this=exp.to_identifier(name)))
-    return tree

@@ -55,7 +55,6 @@ from store.clickhouse.structure import (
     parse_macros,
     positional_structs,
     rename_ctes,
-    rename_relations,
 )
 
 __all__ = [
@@ -417,7 +416,6 @@ def _translate(
     signature: tuple[tuple[str, str], ...],
     macros_key: int,
     database: str | None,
-    renames: tuple[tuple[str, str], ...] = (),
 ) -> str:
     params = {name: _SAMPLES[kind] for name, kind in signature}
     macros = _MACRO_SETS[macros_key]
@@ -425,7 +423,7 @@ def _translate(
     parsed = sqlglot.parse_one(re.sub(r"\blen\(", "array_length(", sql), read="duckdb")
     assert isinstance(parsed, exp.Expression)
     tree: exp.Expression = parsed
-    tree = rename_relations(inline_macros(tree, macros, database), dict(renames))
+    tree = inline_macros(tree, macros, database)
     tree = boolean_items(positional_structs(tree))
     tree = rename_ctes(order_by_aliases(column_names(later_using_joins(tree))))
     rewriter = _Rewriter(params)
@@ -469,11 +467,9 @@ def to_clickhouse(
     params: Mapping[str, Any] | Sequence[Any] | None = None,
     macros: Mapping[str, Macro] | None = None,
     database: str | None = None,
-    renames: Mapping[str, str] | None = None,
 ) -> tuple[str, dict[str, str]]:
     """A DuckDB-dialect statement and its parameters, as ClickHouse runs them (the tables the
-    expanded ``macros`` read qualified with ``database``; the catalog's relations named in
-    ``renames`` read under their new names)."""
+    expanded ``macros`` read qualified with ``database``)."""
     if params is not None and not isinstance(params, Mapping):
         sql, params = _named(sql, params)
     params = dict(params or {})
@@ -481,5 +477,4 @@ def to_clickhouse(
     key = id(macros)
     _MACRO_SETS[key] = macros
     signature = tuple(sorted((name, _signature_of(value)) for name, value in params.items()))
-    renamed = tuple(sorted((renames or {}).items()))
-    return _translate(sql, signature, key, database, renamed), bind(params)
+    return _translate(sql, signature, key, database), bind(params)

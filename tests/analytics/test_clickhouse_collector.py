@@ -51,7 +51,7 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, ClickHouseCa
     catalog = open_clickhouse_catalog(
         engine, database, collector_spans=spans_select_sql(f"{database}.otel_traces")
     )
-    assert catalog.renames == {"spans": "spans_all"}
+    assert catalog.reads_collector
     install_prices(catalog)
     return duck, catalog
 
