@@ -278,7 +278,8 @@ def show_empty_lake() -> None:
         "- `flywheel demo` — generate the sample data set and open the dashboard on it\n"
         "- `flywheel ingest PATH` — load OTLP (`.pb`, `.json`) or JSONL files, or a folder\n"
         "- `flywheel serve` — receive spans from instrumented apps over OTLP/HTTP\n\n"
-        "Set `FLYWHEEL_DATA_DIR` (or `--data-dir`) if your data lives elsewhere.",
+        "Set `FLYWHEEL_DATA_DIR` (or `--data-dir`), or `FLYWHEEL_STORE` for ClickHouse, if "
+        "your data lives elsewhere.",
         icon=":material/inbox:",
     )
 
