@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.detectors import (
+    DETECTORS_BY_KIND,
     PHRASE_DETECTORS,
     SENSITIVE_SCREEN,
     Finding,
@@ -248,18 +249,31 @@ def _json_invalid(text: str | None) -> str | None:
 SCREEN_CONCAT_MAX_BYTES = 1 << 20
 
 
+#: Kinds whose RE2 screen alone passes every text their pattern can match (their patterns
+#: start with ASCII literals), so a policy that redacts only these may screen with them alone.
+#: The other kinds' screens are trusted only together, as ``SENSITIVE_SCREEN``.
+SELF_SCREENED_KINDS = frozenset({"private_key", "api_key"})
+SECRET_SCREEN = "|".join(
+    f"(?:{DETECTORS_BY_KIND[k].prefilter})" for k in sorted(SELF_SCREENED_KINDS)
+)
+
+
 @dataclass(frozen=True)
 class _Screened:
     """Which texts of a batch might hold PII or a secret. A small batch's texts are joined and
     screened in one RE2 pass (each pass compiles its pattern, which costs more than scanning a
-    receiver-sized batch); a large batch's columns are screened one by one, without a copy."""
+    receiver-sized batch); a large batch's columns are screened one by one, without a copy, and
+    the texts only redaction reads (status, attribute and event values) with the narrowest
+    screen the policy allows."""
 
     columns: dict[str, np.ndarray]  # per row, for each of TEXT_COLUMNS
     attributes: np.ndarray  # per entry of the attribute maps (``_plain`` order)
     events: np.ndarray  # per entry of the events' attribute maps
 
     @classmethod
-    def of(cls, spans: pa.Table) -> _Screened:
+    def of(cls, spans: pa.Table, detectors: bool, redacted: frozenset[str]) -> _Screened:
+        """Screen ``spans`` for the detectors (input and output text, when on) and for the
+        ``redacted`` kinds (every text)."""
         parts = [spans.column(c).combine_chunks() for c in TEXT_COLUMNS]
         parts.append(_plain(spans.column("attributes").combine_chunks()).items)
         parts.append(_event_maps(spans)[2].items)
@@ -268,7 +282,13 @@ class _Screened:
             mask = _screen(pa.concat_arrays(texts), SENSITIVE_SCREEN)
             pieces = np.split(mask, np.cumsum([len(p) for p in parts])[:-1])
         else:
-            pieces = [_screen(t, SENSITIVE_SCREEN) for t in texts]
+            narrow = SECRET_SCREEN if redacted <= SELF_SCREENED_KINDS else SENSITIVE_SCREEN
+            pieces = [
+                np.zeros(len(t), dtype=bool)
+                if not redacted and not (detectors and i < 2)
+                else _screen(t, SENSITIVE_SCREEN if detectors and i < 2 else narrow)
+                for i, t in enumerate(texts)
+            ]
         return cls(dict(zip(TEXT_COLUMNS, pieces, strict=False)), pieces[-2], pieces[-1])
 
 
@@ -292,6 +312,12 @@ class Guard:
         self.policy = policy or RedactionPolicy()
         self.rules = rules or load_rules()
         self.detectors = detectors
+        self._source_keys = frozenset(
+            key.rstrip("!") for keys in self.rules.fields.values() for key in keys
+        )
+        self._redacted_kinds = self.policy.default.redacted_kinds.union(
+            *(p.redacted_kinds for _, p in self.policy.projects)
+        )
 
     def apply(self, spans: pa.Table) -> Guarded:
         """Guardrail results of ``spans``, and the spans with the policy's redactions made."""
@@ -302,21 +328,33 @@ class Guard:
         n = spans.num_rows
         if n == 0:
             return Guarded(spans)
+        from_spans = self._guardrail_spans(spans)
         results = _Results()
-        self._guardrail_spans(spans, results)
         redact = self.policy.any_redaction
-        screened = _Screened.of(spans) if self.detectors or redact else None
+        screened = (
+            _Screened.of(spans, self.detectors, self._redacted_kinds)
+            if self.detectors or redact
+            else None
+        )
         findings: dict[tuple[int, str], list[Finding]] = {}
         if self.detectors and screened is not None:
             findings = self._detect(spans, screened, results)
         if redact and screened is not None:
             spans = self._redact(spans, screened, findings)
         feedback, errors = span_feedback(spans)
-        return Guarded(spans, results.table(), feedback, errors)
+        guardrails = results.table()
+        if from_spans.num_rows:
+            guardrails = (
+                pa.concat_tables([from_spans, guardrails]) if len(results.values) else from_spans
+            )
+        return Guarded(spans, guardrails, feedback, errors)
 
     # -- guardrail spans and events ----------------------------------------------------------
 
-    def _guardrail_spans(self, spans: pa.Table, results: _Results) -> None:
+    def _guardrail_spans(self, spans: pa.Table) -> pa.Table:
+        """The results of guardrail spans and guardrail events, in span order. Guardrail spans
+        without guardrail events are read column-wise: one result per distinct (name, guardrail
+        attributes), then a row per span; the few spans with events go through Python."""
         n = spans.num_rows
         is_guardrail = _mask_of(pc.equal(spans.column("operation"), "guardrail"))
         events = spans.column("events")
@@ -325,9 +363,11 @@ class Guard:
         if len(names):
             hits = _mask_of(pc.is_in(names, pa.array(sorted(self.rules.events))))
             with_events[pc.list_parent_indices(events).to_numpy()[hits]] = True
-        indices = np.flatnonzero(is_guardrail | with_events)
-        if not len(indices):
-            return
+        plain = np.flatnonzero(is_guardrail & ~with_events)
+        fast = self._plain_guardrail_spans(spans, plain) if len(plain) else None
+        indices = np.flatnonzero(with_events)
+        results = _Results()
+        slow_rows: list[int] = []
         rows = _rows(spans, indices, (*_SPAN_FIELDS, "attributes", "events"))
         for index, span in zip(indices, rows, strict=True):
             attrs = dict(span["attributes"] or ())
@@ -346,6 +386,89 @@ class Guard:
                 source = "event" if result.ordinal else "span"
                 latency = span["duration_ms"] if source == "span" else None
                 results.add(span, source, result, latency_ms=latency)
+                slow_rows.append(int(index))
+        if fast is None:
+            return results.table()
+        if not slow_rows:
+            return fast
+        order = np.argsort(np.concatenate([plain, np.asarray(slow_rows)]), kind="stable")
+        return pa.concat_tables([fast, results.table()]).take(pa.array(order))
+
+    def _plain_guardrail_spans(self, spans: pa.Table, indices: np.ndarray) -> pa.Table:
+        """One ``span`` result per row of ``indices`` (guardrail spans without guardrail
+        events), computed once per distinct span name and guardrail attributes."""
+        taken = spans.take(pa.array(indices, pa.int64()))
+        maps = _plain(taken.column("attributes").combine_chunks())
+        entry_rows = _entry_rows(maps)
+        relevant = _mask_of(pc.is_in(maps.keys, pa.array(sorted(self._source_keys))))
+        keys = maps.keys.filter(pa.array(relevant))
+        values = maps.items.filter(pa.array(relevant))
+        # A prefix-free encoding (lengths before text, N for null), so equal signatures mean
+        # equal names and equal guardrail entries in the same order.
+        entries = pc.binary_join_element_wise(_length_prefixed(keys), _length_prefixed(values), "")
+        counts = np.bincount(entry_rows[relevant], minlength=len(indices))
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+        per_row = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), entries), "")
+        name = taken.column("name").combine_chunks()
+        signature = pc.binary_join_element_wise(_length_prefixed(name), per_row, "")
+        encoded = signature.dictionary_encode()
+        inverse = encoded.indices.to_numpy()
+        first = np.unique(inverse, return_index=True)[1]
+        templates = []
+        for span in _rows(taken, first, ("name", "attributes")):
+            (result,) = self.rules.results_of_span(
+                is_guardrail=True,
+                name=span["name"],
+                start_ns=0,
+                attrs=dict(span["attributes"] or ()),
+                events=(),
+            )
+            key = f"|span|{result.guardrail}|{result.stage}|{result.category}||0"
+            templates.append((result, key))
+        suffixes = [templates[i][1] for i in inverse.tolist()]
+        result_ids = [
+            hashlib.sha256(f"{t}|{s}{suffix}".encode()).hexdigest()[:32]
+            for t, s, suffix in zip(
+                taken.column("trace_id").to_pylist(),
+                taken.column("span_id").to_pylist(),
+                suffixes,
+                strict=True,
+            )
+        ]
+        per_template = pa.array(inverse)
+
+        def template_column(attribute: str, type_: pa.DataType) -> pa.Array:
+            values = [getattr(r, attribute) for r, _ in templates]
+            return pa.array(values, type_).take(per_template)
+
+        response, request = taken.column("response_model"), taken.column("request_model")
+        has_response = pc.fill_null(pc.not_equal(response, ""), False)
+        columns = {
+            "project": taken.column("project"),
+            "result_id": pa.array(result_ids, pa.string()),
+            "trace_id": taken.column("trace_id"),
+            "span_id": taken.column("span_id"),
+            "time": taken.column("start_time"),
+            "service_name": taken.column("service_name"),
+            "model": pc.if_else(has_response, response, request),
+            "source": pa.array(["span"] * len(indices), pa.string()),
+            "guardrail": template_column("guardrail", pa.string()),
+            "stage": template_column("stage", pa.string()),
+            "category": template_column("category", pa.string()),
+            "action": template_column("action", pa.string()),
+            "triggered": pa.array(
+                [r.action not in (None, "pass") for r, _ in templates], pa.bool_()
+            ).take(per_template),
+            "score": template_column("score", pa.float64()),
+            "latency_ms": taken.column("duration_ms"),
+            "policy_id": template_column("policy_id", pa.string()),
+            "reason": template_column("reason", pa.string()),
+            "num_matches": pa.nulls(len(indices), pa.int64()),
+        }
+        return pa.Table.from_arrays(
+            [_chunk(columns[f.name]).cast(f.type) for f in GUARDRAIL_SCHEMA],
+            schema=GUARDRAIL_SCHEMA,
+        )
 
     # -- built-in detectors -----------------------------------------------------------------
 
@@ -511,6 +634,17 @@ class Guard:
         if new is not None:
             spans = spans.set_column(spans.schema.get_field_index("attributes"), "attributes", new)
         return _rewrite_events(spans, screened.events, rewrite)
+
+
+def _length_prefixed(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Each text as ``<length>:<text>``, a null as ``N``."""
+    lengths = pc.cast(pc.utf8_length(texts), pa.string())
+    joined = pc.binary_join_element_wise(lengths, texts, ":")
+    return _chunk(pc.fill_null(joined, "N"))
+
+
+def _chunk(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
 def _detected(
