@@ -84,6 +84,27 @@ def test_a_bad_store_url_is_refused_with_the_variable_named(
 SCREENS = Path(PAGE).parent
 
 
+def shown_on_page(
+    page: str, store: str | None, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, str], int, list[tuple[int, int]]]:
+    """What a page shows over ``store`` (None: the lake in ``data_dir``): its metrics, how many
+    charts, and its tables' shapes."""
+    if store is None:
+        monkeypatch.delenv("FLYWHEEL_STORE", raising=False)
+    else:
+        monkeypatch.setenv("FLYWHEEL_STORE", store)
+    monkeypatch.setenv("FLYWHEEL_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("FLYWHEEL_PROJECT", raising=False)
+    app = AppTest.from_file(str(SCREENS / page), default_timeout=180)
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    return (
+        {metric.label: metric.value for metric in app.metric},
+        len(app.get("plotly_chart")),
+        [frame.value.shape for frame in app.dataframe],
+    )
+
+
 @pytest.mark.parametrize(
     "page",
     [
@@ -101,21 +122,5 @@ SCREENS = Path(PAGE).parent
 def test_every_page_renders_on_clickhouse_as_on_the_lake(
     page: str, lake: Path, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shown = {}
-    for store in (None, store_url):
-        if store is None:
-            monkeypatch.delenv("FLYWHEEL_STORE", raising=False)
-            monkeypatch.setenv("FLYWHEEL_DATA_DIR", str(lake))
-        else:
-            monkeypatch.setenv("FLYWHEEL_STORE", store)
-            monkeypatch.setenv("FLYWHEEL_DATA_DIR", str(tmp_path / "cache"))
-        monkeypatch.delenv("FLYWHEEL_PROJECT", raising=False)
-        app = AppTest.from_file(str(SCREENS / page), default_timeout=180)
-        app.run()
-        assert not app.exception, [e.value for e in app.exception]
-        shown[store] = (
-            {metric.label: metric.value for metric in app.metric},
-            len(app.get("plotly_chart")),
-            [frame.value.shape for frame in app.dataframe],
-        )
-    assert shown[store_url] == shown[None]
+    on_lake = shown_on_page(page, None, lake, monkeypatch)
+    assert shown_on_page(page, store_url, tmp_path / "cache", monkeypatch) == on_lake

@@ -18,7 +18,6 @@ from urllib.parse import quote
 import pyarrow as pa
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from streamlit.testing.v1 import AppTest
 
 import evals.compare  # noqa: F401  (the package, before the Evals page's folder is on sys.path)
 from analytics.annotations import annotated_traces_jsonl, new_annotation, write_annotations
@@ -33,6 +32,8 @@ from store.catalog import open_catalog
 from store.clickhouse import otel_traces_ddl
 from store.clickhouse.catalog import ChdbEngine
 from store.clickhouse.writer import ClickHouseTables
+from tests.app.test_alerts_cmd import RULES, SPIKE_END
+from tests.app.test_clickhouse_store import shown_on_page
 from tests.clickhouse_http import PASSWORD, ClickHouseHTTP, clickhouse_http_fixture  # noqa: F401
 from tests.clickhouse_session import new_database, process_session
 from tests.engines import assert_close, sample_requests
@@ -47,16 +48,6 @@ KEYS = {
     "business_metrics": "metric_id",
     "annotations": "annotation_id",
 }
-RULES = """
-[[rule]]
-name = "guardrail spike"
-metric = "guardrail_spikes"
-window = "1d"
-threshold = 1
-severity = "page"
-"""
-SPIKE_END = "2026-11-20T00:00:00Z"  # the end of the sample's prompt-injection day
-SCREENS = Path(__file__).resolve().parents[2] / "app" / "screens"
 
 
 @pytest.fixture(scope="module")
@@ -373,21 +364,6 @@ def test_the_pages_show_the_demo_on_clickhouse_as_on_the_lake(
 ) -> None:
     """The Evals page (the demo's runs, written to ClickHouse) and the Guardrails page (results
     derived at ingest) show what they show over the lake."""
-    shown = {}
-    for store, data_dir in ((None, lake), (demo, local)):
-        if store is None:
-            monkeypatch.delenv("FLYWHEEL_STORE", raising=False)
-        else:
-            monkeypatch.setenv("FLYWHEEL_STORE", store)
-        monkeypatch.setenv("FLYWHEEL_DATA_DIR", str(data_dir))
-        monkeypatch.delenv("FLYWHEEL_PROJECT", raising=False)
-        app = AppTest.from_file(str(SCREENS / page), default_timeout=180)
-        app.run()
-        assert not app.exception, [e.value for e in app.exception]
-        shown[store] = (
-            {metric.label: metric.value for metric in app.metric},
-            len(app.get("plotly_chart")),
-            [frame.value.shape for frame in app.dataframe],
-        )
-    assert shown[None][0] and shown[None][2]  # the page has numbers and tables
-    assert shown[demo] == shown[None]
+    on_lake = shown_on_page(page, None, lake, monkeypatch)
+    assert on_lake[0] and on_lake[2]  # the page has numbers and tables
+    assert shown_on_page(page, demo, local, monkeypatch) == on_lake
