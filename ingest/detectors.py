@@ -404,6 +404,91 @@ DETECTORS_BY_KIND: dict[str, Detector] = {d.kind: d for d in DETECTORS + PHRASE_
 SENSITIVE_SCREEN = "|".join(f"(?:{d.prefilter})" for d in DETECTORS)
 
 
+_ANY_NON_ASCII = r"\x{80}-\x{10FFFF}"
+#: Python widens these classes to Unicode; the screens widen them to every non-ASCII character.
+_WIDER = {
+    r"\d": f"[0-9{_ANY_NON_ASCII}]",
+    r"\w": f"[0-9A-Za-z_{_ANY_NON_ASCII}]",
+    r"\s": f"[\\t-\\r\\x1c-\\x1f {_ANY_NON_ASCII}]",
+}
+#: Characters Python's IGNORECASE matches to an ASCII letter that RE2's folding may not.
+_PYTHON_FOLDS = r"[\x{130}\x{131}\x{17f}\x{212a}]"
+
+
+def _re2_superset(source: str) -> str:
+    """An RE2 pattern that matches every text ``source`` (a Python pattern) can match: its
+    lookarounds, word boundaries and line anchors dropped (fewer constraints), ``\\d \\w \\s``
+    outside classes widened to any non-ASCII character, and any text holding a character
+    that Python's case folding alone maps to an ASCII letter passed outright."""
+    out: list[str] = []
+    i, depth_class = 0, False
+    while i < len(source):
+        ch = source[i]
+        if ch == "\\":
+            pair = source[i : i + 2]
+            if depth_class or pair not in (*_WIDER, r"\b"):
+                out.append(pair)
+            elif pair != r"\b":
+                out.append(_WIDER[pair])
+            i += 2
+            continue
+        if depth_class:
+            depth_class = ch != "]" or source[i - 1] == "["
+            out.append(ch)
+        elif ch == "[":
+            depth_class = True
+            out.append(ch)
+            if source[i + 1 : i + 2] == "]":  # a leading ] is a member
+                out.append("]")
+                i += 1
+        elif ch == "^":
+            pass
+        elif source.startswith(("(?<!", "(?<=", "(?!", "(?="), i):
+            i = _group_end(source, i)
+            continue
+        else:
+            out.append(ch)
+        i += 1
+    flags = source[: source.index(")") + 1] if source.startswith("(?i") else ""
+    body = "".join(out)[len(flags) :]
+    return f"{flags}(?:{body})|{_PYTHON_FOLDS}" if flags else body
+
+
+def _group_end(source: str, start: int) -> int:
+    """The index just past the group opening at ``start``."""
+    depth, i, in_class = 0, start, False
+    while i < len(source):
+        ch = source[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+            if source[i + 1 : i + 2] == "]":
+                i += 1
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    raise ValueError(f"unbalanced group at {start} in {source!r}")
+
+
+#: Per kind, an RE2 pattern that passes every text in which that kind alone can match (the
+#: kind's own pattern, loosened), so Python runs only the kinds a text can hold. Secrets' screens
+#: are already such supersets (they start with ASCII literals).
+SUPERSET_SCREENS: dict[str, str] = {
+    d.kind: d.prefilter
+    if d.kind in ("private_key", "api_key")
+    else _re2_superset(d.pattern.pattern)
+    for d in DETECTORS + PHRASE_DETECTORS
+}
+
+
 def find_sensitive(text: str, kinds: frozenset[str] | None = None) -> list[Finding]:
     """Confirmed PII and secret findings in ``text``, non-overlapping, in text order.
 

@@ -38,9 +38,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.detectors import (
+    DETECTORS,
     DETECTORS_BY_KIND,
     PHRASE_DETECTORS,
     SENSITIVE_SCREEN,
+    SUPERSET_SCREENS,
     Finding,
     find_phrase,
     find_sensitive,
@@ -497,6 +499,16 @@ class Guard:
         filtered = generation & _list_rows_with(finish, CONTENT_FILTER_REASONS, n)
         wants_json = generation & ok & self._wants_json(spans, generation)
 
+        # Python patterns run only where their kind's superset screen passes (on the texts the
+        # batch screens passed, and only when there are enough to repay compiling the screens).
+        run_phrase = {
+            "input": _narrow(input_text, phrase_in, SUPERSET_SCREENS["prompt_injection"]),
+            "output": _narrow(output_text, phrase_out, SUPERSET_SCREENS["refusal"]),
+        }
+        sensitive_kinds = {
+            "input": _kinds_of(input_text, sensitive_in),
+            "output": _kinds_of(output_text, sensitive_out),
+        }
         flagged = screened_in | screened_out | empty | truncated | filtered | wants_json
         indices = np.flatnonzero(flagged)
         rows = _rows(spans, indices, (*_SPAN_FIELDS, "input_text", "output_text"))
@@ -510,7 +522,11 @@ class Guard:
                 if not passed[index] or text is None:
                     continue
                 sensitive = sensitive_in if stage == "input" else sensitive_out
-                found = find_sensitive(text) if sensitive[index] else []
+                found = (
+                    find_sensitive(text, sensitive_kinds[stage].get(int(index)))
+                    if sensitive[index]
+                    else []
+                )
                 kept[(int(index), f"{stage}_text")] = found
                 policy = self.policy.for_project(span["project"])
                 by_kind: dict[str, int] = {}
@@ -527,8 +543,7 @@ class Guard:
                     )
                 phrase_kind = "prompt_injection" if stage == "input" else "refusal"
                 # The keyword screen passes every text the pattern matches: skip the others.
-                phrase_screened = phrase_in if stage == "input" else phrase_out
-                phrase = find_phrase(phrase_kind, text) if phrase_screened[index] else None
+                phrase = find_phrase(phrase_kind, text) if run_phrase[stage][index] else None
                 if phrase is not None:
                     results.add(
                         span,
@@ -634,6 +649,34 @@ class Guard:
         if new is not None:
             spans = spans.set_column(spans.schema.get_field_index("attributes"), "attributes", new)
         return _rewrite_events(spans, screened.events, rewrite)
+
+
+#: Below this many candidate texts Python runs every pattern on them: compiling the per-kind
+#: RE2 screens would cost more than it saves.
+NARROW_MIN_TEXTS = 32
+
+
+def _narrow(texts: pa.ChunkedArray, candidates: np.ndarray, pattern: str) -> np.ndarray:
+    """``candidates`` less the rows whose text ``pattern`` does not match."""
+    indices = np.flatnonzero(candidates)
+    if len(indices) < NARROW_MIN_TEXTS:
+        return candidates
+    narrowed = np.zeros_like(candidates)
+    narrowed[indices[_screen(texts.take(pa.array(indices)), pattern)]] = True
+    return narrowed
+
+
+def _kinds_of(texts: pa.ChunkedArray, candidates: np.ndarray) -> dict[int, frozenset[str]]:
+    """For each candidate row (when there are enough), the detector kinds its text can hold."""
+    indices = np.flatnonzero(candidates)
+    if len(indices) < NARROW_MIN_TEXTS:
+        return {}
+    taken = texts.take(pa.array(indices))
+    kinds: dict[int, set[str]] = {int(i): set() for i in indices}
+    for detector in DETECTORS:
+        for i in indices[_screen(taken, SUPERSET_SCREENS[detector.kind])]:
+            kinds[int(i)].add(detector.kind)
+    return {i: frozenset(k) for i, k in kinds.items()}
 
 
 def _length_prefixed(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
