@@ -246,6 +246,22 @@ def test_mask_policy_rewrites_texts_attributes_events_and_status() -> None:
     }
 
 
+@pytest.mark.parametrize("batch_size", [1, 40])  # one batch screen, then narrowed per kind
+def test_every_finding_of_the_patterns_is_flagged_and_masked(batch_size: int) -> None:
+    """Texts only the detectors' patterns recognise (no keyword prefilter passes them) are
+    flagged and masked like the others: the batch screen is the kinds' superset screens."""
+    odd_email = "a.@example.com"  # a dot before the @: the email pattern takes it
+    builder = SpanBuilder()
+    for _ in range(batch_size):
+        _span(builder, _chat(f"write to {odd_email} today", "ok"))
+    guarded = Guard(parse_policy('[default]\npii = "mask"')).apply(builder.table())
+    assert {r["reason"] for r in guarded.guardrails.to_pylist()} == {"email"}
+    assert guarded.guardrails.num_rows == batch_size
+    for row in guarded.spans.to_pylist():
+        assert row["input_text"] == "write to <EMAIL_1> today"
+        assert odd_email not in json.dumps(row, default=str)
+
+
 def test_built_in_policy_masks_only_secrets_and_per_project_policies_apply() -> None:
     [row] = Guard().apply(_leaky_batch()).spans.to_pylist()
     assert SECRET not in json.dumps(row, default=str) and EMAIL in row["input_text"]
