@@ -21,17 +21,15 @@ results they carry (the ``guardrails`` lake table) and their feedback (``feedbac
   redacted spans, so a comment is masked like any attribute.
 
 Whole columns are screened with RE2 patterns in Arrow first; Python confirms and rewrites only
-the texts a screen matched, so a batch without findings costs a few vectorized passes.
+the texts a screen matched, so a batch without findings costs a few vectorized passes. The
+column helpers are in ``ingest.guard_columns``, the result rows in ``ingest.guard_results``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -47,11 +45,26 @@ from ingest.detectors import (
     find_phrase,
     find_sensitive,
 )
-from ingest.guardrails import GuardrailResult, GuardrailRules, load_rules
+from ingest.guard_columns import (
+    chunk,
+    entry_rows,
+    event_maps,
+    length_prefixed,
+    list_rows_with,
+    mask_of,
+    plain,
+    rewrite_events,
+    rewrite_map,
+    rewritten,
+    rows_of,
+    screen,
+)
+from ingest.guard_results import Results, detected, json_invalid
+from ingest.guardrails import GuardrailRules, load_rules
 from ingest.records import gc_paused
 from ingest.redaction import RedactionPolicy, SpanRedactor
 from ingest.span_feedback import span_feedback
-from store.schema import ATTRIBUTE_MAP, FEEDBACK_SCHEMA, GENERATION_OPERATIONS, GUARDRAIL_SCHEMA
+from store.schema import FEEDBACK_SCHEMA, GENERATION_OPERATIONS, GUARDRAIL_SCHEMA
 
 TRUNCATION_REASONS: tuple[str, ...] = ("length", "max_tokens", "max_output_tokens", "token_limit")
 CONTENT_FILTER_REASONS: tuple[str, ...] = (
@@ -75,17 +88,6 @@ _PHRASE = {d.kind: d.prefilter for d in PHRASE_DETECTORS}
 #: attribute values, then the events' attribute values).
 TEXT_COLUMNS: tuple[str, ...] = ("input_text", "output_text", "status_message")
 
-DETECTOR_NAMES: dict[str, str] = {
-    "pii": "flywheel.pii",
-    "secret": "flywheel.secrets",
-    "prompt_injection": "flywheel.prompt_injection",
-    "refusal": "flywheel.refusal",
-    "empty_output": "flywheel.empty_output",
-    "truncation": "flywheel.truncation",
-    "content_filter": "provider.content_filter",
-    "format": "flywheel.json_output",
-}
-
 
 @dataclass
 class Guarded:
@@ -98,152 +100,10 @@ class Guarded:
     errors: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _mask_of(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A boolean array as numpy, nulls false."""
-    return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def _screen(texts: pa.ChunkedArray, pattern: str) -> np.ndarray:
-    return _mask_of(pc.match_substring_regex(texts, pattern))
-
-
-def _list_rows_with(lists: pa.ChunkedArray, values: tuple[str, ...], n: int) -> np.ndarray:
-    """Rows of a list<string> column holding one of ``values`` (case-insensitive)."""
-    found = np.zeros(n, dtype=bool)
-    flat = pc.list_flatten(lists)
-    if len(flat):
-        hits = _mask_of(pc.is_in(pc.utf8_lower(flat), pa.array(values)))
-        parents = pc.list_parent_indices(lists).to_numpy()
-        found[parents[hits]] = True
-    return found
-
-
-class _Results:
-    """Guardrail result rows, as one flat list of values in GUARDRAIL_SCHEMA order."""
-
-    def __init__(self) -> None:
-        self.values: list[Any] = []
-
-    def add(
-        self,
-        span: Mapping[str, Any],
-        source: str,
-        result: GuardrailResult,
-        *,
-        latency_ms: float | None = None,
-        num_matches: int | None = None,
-    ) -> None:
-        reason = result.reason if source == "detector" else ""
-        key = (
-            f"{span['trace_id']}|{span['span_id']}|{source}|{result.guardrail}|{result.stage}"
-            f"|{result.category}|{reason}|{result.ordinal}"
-        )
-        self.values.extend(
-            (
-                span["project"],
-                hashlib.sha256(key.encode("utf-8")).hexdigest()[:32],  # result_id
-                span["trace_id"],
-                span["span_id"],
-                result.time_ns,
-                span["service_name"],
-                span["response_model"] or span["request_model"],  # model
-                source,
-                result.guardrail,
-                result.stage,
-                result.category,
-                result.action,
-                result.action not in (None, "pass"),  # triggered
-                result.score,
-                latency_ms,
-                result.policy_id,
-                result.reason,
-                num_matches,
-            )
-        )
-
-    def table(self) -> pa.Table:
-        arrays = []
-        width = len(GUARDRAIL_SCHEMA)
-        for i, schema_field in enumerate(GUARDRAIL_SCHEMA):
-            values = self.values[i::width]
-            if schema_field.name == "time":
-                arrays.append(pa.array(values, pa.int64()).cast(schema_field.type))
-            else:
-                arrays.append(pa.array(values, schema_field.type))
-        return pa.Table.from_arrays(arrays, schema=GUARDRAIL_SCHEMA)
-
-
 _SPAN_FIELDS = (
     "project", "trace_id", "span_id", "service_name", "request_model", "response_model",
     "operation", "name", "start_time", "duration_ms", "status_code", "output_tokens",
 )  # fmt: skip
-
-
-_INT_EVENTS = pa.list_(
-    pa.struct([("time", pa.int64()), ("name", pa.string()), ("attributes", ATTRIBUTE_MAP)])
-)
-
-
-def _rows(spans: pa.Table, indices: np.ndarray, names: tuple[str, ...]) -> list[dict[str, Any]]:
-    """The chosen rows as dicts (``to_pylist`` values; start and event times as integer
-    nanoseconds), converted column by column: maps and event lists from their flat children,
-    which is much cheaper than Arrow's nested ``to_pylist``."""
-    if not len(indices):
-        return []
-    taken = spans.select(list(names)).take(pa.array(indices, pa.int64()))
-    columns: list[list[Any]] = []
-    for name in names:
-        column = taken.column(name).combine_chunks()
-        if name == "start_time":
-            columns.append(column.cast(pa.int64()).to_pylist())
-        elif name == "events":  # event times as integer nanoseconds, like start_time
-            columns.append(_event_lists(column.cast(_INT_EVENTS)))
-        elif isinstance(column, pa.MapArray):
-            columns.append(_map_lists(column))
-        else:
-            columns.append(column.to_pylist())
-    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
-
-
-def _map_lists(maps: pa.MapArray) -> list[Any]:
-    """``maps.to_pylist()``: a list of (key, value) pairs per row, None for a null map."""
-    offsets = maps.offsets.to_pylist()
-    pairs = list(zip(maps.keys.to_pylist(), maps.items.to_pylist(), strict=True))
-    valid = maps.is_valid().to_pylist() if maps.null_count else None
-    return [
-        pairs[offsets[i] : offsets[i + 1]] if valid is None or valid[i] else None
-        for i in range(len(maps))
-    ]
-
-
-def _event_lists(events: pa.ListArray) -> list[Any]:
-    """``events.to_pylist()`` for the events column (list of struct time, name, attributes)."""
-    structs = events.values
-    if structs.null_count or structs.offset:
-        return list(events.to_pylist())
-    times = structs.field("time").to_pylist()
-    names = structs.field("name").to_pylist()
-    maps = _map_lists(structs.field("attributes"))
-    entries = [
-        {"time": t, "name": n, "attributes": a} for t, n, a in zip(times, names, maps, strict=True)
-    ]
-    offsets = events.offsets.to_pylist()
-    valid = events.is_valid().to_pylist() if events.null_count else None
-    return [
-        entries[offsets[i] : offsets[i + 1]] if valid is None or valid[i] else None
-        for i in range(len(events))
-    ]
-
-
-def _json_invalid(text: str | None) -> str | None:
-    """Why ``text`` is not one JSON document (None when it is)."""
-    if text is None or not text.strip():
-        return "no output text"
-    try:
-        json.loads(text)
-    except ValueError as exc:
-        return f"invalid JSON: {str(exc).split(':')[0]}"
-    return None
 
 
 #: Below this many text bytes a batch is screened in one RE2 pass over all its texts joined;
@@ -277,28 +137,21 @@ class _Screened:
         """Screen ``spans`` for the detectors (input and output text, when on) and for the
         ``redacted`` kinds (every text)."""
         parts = [spans.column(c).combine_chunks() for c in TEXT_COLUMNS]
-        parts.append(_plain(spans.column("attributes").combine_chunks()).items)
-        parts.append(_event_maps(spans)[2].items)
+        parts.append(plain(spans.column("attributes").combine_chunks()).items)
+        parts.append(event_maps(spans)[2].items)
         texts = [p.cast(pa.string()) for p in parts]
         if sum(t.nbytes for t in texts) <= SCREEN_CONCAT_MAX_BYTES:
-            mask = _screen(pa.concat_arrays(texts), SENSITIVE_SCREEN)
+            mask = screen(pa.concat_arrays(texts), SENSITIVE_SCREEN)
             pieces = np.split(mask, np.cumsum([len(p) for p in parts])[:-1])
         else:
             narrow = SECRET_SCREEN if redacted <= SELF_SCREENED_KINDS else SENSITIVE_SCREEN
             pieces = [
                 np.zeros(len(t), dtype=bool)
                 if not redacted and not (detectors and i < 2)
-                else _screen(t, SENSITIVE_SCREEN if detectors and i < 2 else narrow)
+                else screen(t, SENSITIVE_SCREEN if detectors and i < 2 else narrow)
                 for i, t in enumerate(texts)
             ]
         return cls(dict(zip(TEXT_COLUMNS, pieces, strict=False)), pieces[-2], pieces[-1])
-
-
-def _event_maps(spans: pa.Table) -> tuple[pa.ListArray, pa.StructArray, pa.MapArray]:
-    """The events column without slice offsets, its structs, and their attribute maps."""
-    events = _plain(spans.column("events").combine_chunks())
-    structs = events.values
-    return events, structs, _plain(structs.field("attributes"))
 
 
 class Guard:
@@ -331,7 +184,7 @@ class Guard:
         if n == 0:
             return Guarded(spans)
         from_spans = self._guardrail_spans(spans)
-        results = _Results()
+        results = Results()
         redact = self.policy.any_redaction
         screened = (
             _Screened.of(spans, self.detectors, self._redacted_kinds)
@@ -358,19 +211,19 @@ class Guard:
         without guardrail events are read column-wise: one result per distinct (name, guardrail
         attributes), then a row per span; the few spans with events go through Python."""
         n = spans.num_rows
-        is_guardrail = _mask_of(pc.equal(spans.column("operation"), "guardrail"))
+        is_guardrail = mask_of(pc.equal(spans.column("operation"), "guardrail"))
         events = spans.column("events")
         with_events = np.zeros(n, dtype=bool)
         names = pc.struct_field(pc.list_flatten(events), "name")
         if len(names):
-            hits = _mask_of(pc.is_in(names, pa.array(sorted(self.rules.events))))
+            hits = mask_of(pc.is_in(names, pa.array(sorted(self.rules.events))))
             with_events[pc.list_parent_indices(events).to_numpy()[hits]] = True
         plain = np.flatnonzero(is_guardrail & ~with_events)
         fast = self._plain_guardrail_spans(spans, plain) if len(plain) else None
         indices = np.flatnonzero(with_events)
-        results = _Results()
+        results = Results()
         slow_rows: list[int] = []
-        rows = _rows(spans, indices, (*_SPAN_FIELDS, "attributes", "events"))
+        rows = rows_of(spans, indices, (*_SPAN_FIELDS, "attributes", "events"))
         for index, span in zip(indices, rows, strict=True):
             attrs = dict(span["attributes"] or ())
             span_events = [
@@ -400,24 +253,24 @@ class Guard:
         """One ``span`` result per row of ``indices`` (guardrail spans without guardrail
         events), computed once per distinct span name and guardrail attributes."""
         taken = spans.take(pa.array(indices, pa.int64()))
-        maps = _plain(taken.column("attributes").combine_chunks())
-        entry_rows = _entry_rows(maps)
-        relevant = _mask_of(pc.is_in(maps.keys, pa.array(sorted(self._source_keys))))
+        maps = plain(taken.column("attributes").combine_chunks())
+        row_of_entry = entry_rows(maps)
+        relevant = mask_of(pc.is_in(maps.keys, pa.array(sorted(self._source_keys))))
         keys = maps.keys.filter(pa.array(relevant))
         values = maps.items.filter(pa.array(relevant))
         # A prefix-free encoding (lengths before text, N for null), so equal signatures mean
         # equal names and equal guardrail entries in the same order.
-        entries = pc.binary_join_element_wise(_length_prefixed(keys), _length_prefixed(values), "")
-        counts = np.bincount(entry_rows[relevant], minlength=len(indices))
+        entries = pc.binary_join_element_wise(length_prefixed(keys), length_prefixed(values), "")
+        counts = np.bincount(row_of_entry[relevant], minlength=len(indices))
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
         per_row = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), entries), "")
         name = taken.column("name").combine_chunks()
-        signature = pc.binary_join_element_wise(_length_prefixed(name), per_row, "")
+        signature = pc.binary_join_element_wise(length_prefixed(name), per_row, "")
         encoded = signature.dictionary_encode()
         inverse = encoded.indices.to_numpy()
         first = np.unique(inverse, return_index=True)[1]
         templates = []
-        for span in _rows(taken, first, ("name", "attributes")):
+        for span in rows_of(taken, first, ("name", "attributes")):
             (result,) = self.rules.results_of_span(
                 is_guardrail=True,
                 name=span["name"],
@@ -468,35 +321,35 @@ class Guard:
             "num_matches": pa.nulls(len(indices), pa.int64()),
         }
         return pa.Table.from_arrays(
-            [_chunk(columns[f.name]).cast(f.type) for f in GUARDRAIL_SCHEMA],
+            [chunk(columns[f.name]).cast(f.type) for f in GUARDRAIL_SCHEMA],
             schema=GUARDRAIL_SCHEMA,
         )
 
     # -- built-in detectors -----------------------------------------------------------------
 
     def _detect(
-        self, spans: pa.Table, screened: _Screened, results: _Results
+        self, spans: pa.Table, screened: _Screened, results: Results
     ) -> dict[tuple[int, str], list[Finding]]:
         n = spans.num_rows
-        generation = _mask_of(pc.is_in(spans.column("operation"), pa.array(GENERATION_OPERATIONS)))
+        generation = mask_of(pc.is_in(spans.column("operation"), pa.array(GENERATION_OPERATIONS)))
         if not generation.any():
             return {}
-        ok = ~_mask_of(pc.equal(spans.column("status_code"), "ERROR"))
+        ok = ~mask_of(pc.equal(spans.column("status_code"), "ERROR"))
         input_text, output_text = spans.column("input_text"), spans.column("output_text")
         sensitive_in = generation & screened.columns["input_text"]
         sensitive_out = generation & screened.columns["output_text"]
-        phrase_in = generation & _screen(input_text, _PHRASE["prompt_injection"])
-        phrase_out = generation & _screen(output_text, _PHRASE["refusal"])
+        phrase_in = generation & screen(input_text, _PHRASE["prompt_injection"])
+        phrase_out = generation & screen(output_text, _PHRASE["refusal"])
         screened_in = sensitive_in | phrase_in
         screened_out = sensitive_out | phrase_out
-        empty_text = _mask_of(pc.equal(pc.utf8_trim_whitespace(output_text), ""))
-        no_tokens = _mask_of(
+        empty_text = mask_of(pc.equal(pc.utf8_trim_whitespace(output_text), ""))
+        no_tokens = mask_of(
             pc.and_(pc.is_null(output_text), pc.equal(spans.column("output_tokens"), 0))
         )
         empty = generation & ok & (empty_text | no_tokens)
         finish = spans.column("finish_reasons")
-        truncated = generation & _list_rows_with(finish, TRUNCATION_REASONS, n)
-        filtered = generation & _list_rows_with(finish, CONTENT_FILTER_REASONS, n)
+        truncated = generation & list_rows_with(finish, TRUNCATION_REASONS, n)
+        filtered = generation & list_rows_with(finish, CONTENT_FILTER_REASONS, n)
         wants_json = generation & ok & self._wants_json(spans, generation)
 
         # Python patterns run only where their kind's superset screen passes (on the texts the
@@ -511,7 +364,7 @@ class Guard:
         }
         flagged = screened_in | screened_out | empty | truncated | filtered | wants_json
         indices = np.flatnonzero(flagged)
-        rows = _rows(spans, indices, (*_SPAN_FIELDS, "input_text", "output_text"))
+        rows = rows_of(spans, indices, (*_SPAN_FIELDS, "input_text", "output_text"))
         kept: dict[tuple[int, str], list[Finding]] = {}
         for index, span in zip(indices, rows, strict=True):
             start = span["start_time"]
@@ -538,7 +391,7 @@ class Guard:
                     results.add(
                         span,
                         "detector",
-                        _detected(category, stage, action, kind, start),
+                        detected(category, stage, action, kind, start),
                         num_matches=count,
                     )
                 phrase_kind = "prompt_injection" if stage == "input" else "refusal"
@@ -548,45 +401,43 @@ class Guard:
                     results.add(
                         span,
                         "detector",
-                        _detected(phrase_kind, stage, "warn", phrase[:80], start),
+                        detected(phrase_kind, stage, "warn", phrase[:80], start),
                         num_matches=1,
                     )
             if empty[index]:
                 why = "empty output text" if span["output_text"] is not None else "0 output tokens"
                 results.add(
-                    span, "detector", _detected("empty_output", "output", "warn", why, start)
+                    span, "detector", detected("empty_output", "output", "warn", why, start)
                 )
             if truncated[index]:
                 results.add(
                     span,
                     "detector",
-                    _detected("truncation", "output", "warn", "finish reason length", start),
+                    detected("truncation", "output", "warn", "finish reason length", start),
                 )
             if filtered[index]:
                 results.add(
                     span,
                     "detector",
-                    _detected(
+                    detected(
                         "content_filter", "output", "block", "finish reason content filter", start
                     ),
                 )
             if wants_json[index]:
-                invalid = _json_invalid(span["output_text"])
+                invalid = json_invalid(span["output_text"])
                 verdict = "warn" if invalid is not None else "pass"
-                results.add(
-                    span, "detector", _detected("format", "output", verdict, invalid, start)
-                )
+                results.add(span, "detector", detected("format", "output", verdict, invalid, start))
         return kept
 
     def _wants_json(self, spans: pa.Table, generation: np.ndarray) -> np.ndarray:
         """Calls that asked for JSON output: one pass over the attribute keys, then Python on
         the few entries that name a response format."""
-        maps = _plain(spans.column("attributes").combine_chunks())
+        maps = plain(spans.column("attributes").combine_chunks())
         wants = np.zeros(spans.num_rows, dtype=bool)
-        hits = np.flatnonzero(_mask_of(pc.is_in(maps.keys, pa.array(_JSON_KEYS))))
+        hits = np.flatnonzero(mask_of(pc.is_in(maps.keys, pa.array(_JSON_KEYS))))
         if not len(hits):
             return wants
-        rows = _entry_rows(maps)[hits]
+        rows = entry_rows(maps)[hits]
         keys = maps.keys.take(pa.array(hits)).to_pylist()
         values = maps.items.take(pa.array(hits)).to_pylist()
         for row, key, value in zip(rows, keys, values, strict=True):
@@ -638,17 +489,17 @@ class Guard:
             def rewrite_text(row: int, text: str, column: str = column) -> str:
                 return rewrite(row, text, findings.get((row, column)))
 
-            new_texts = _rewritten(spans.column(column), screened.columns[column], rewrite_text)
+            new_texts = rewritten(spans.column(column), screened.columns[column], rewrite_text)
             if new_texts is not None:
                 spans = spans.set_column(spans.schema.get_field_index(column), column, new_texts)
-        maps = _plain(spans.column("attributes").combine_chunks())
-        rows = _entry_rows(maps)
-        new = _rewrite_map(
+        maps = plain(spans.column("attributes").combine_chunks())
+        rows = entry_rows(maps)
+        new = rewrite_map(
             maps, screened.attributes, lambda entry, text: rewrite(int(rows[entry]), text)
         )
         if new is not None:
             spans = spans.set_column(spans.schema.get_field_index("attributes"), "attributes", new)
-        return _rewrite_events(spans, screened.events, rewrite)
+        return rewrite_events(spans, screened.events, rewrite)
 
 
 #: Below this many candidate texts Python runs every pattern on them: compiling the per-kind
@@ -662,7 +513,7 @@ def _narrow(texts: pa.ChunkedArray, candidates: np.ndarray, pattern: str) -> np.
     if len(indices) < NARROW_MIN_TEXTS:
         return candidates
     narrowed = np.zeros_like(candidates)
-    narrowed[indices[_screen(texts.take(pa.array(indices)), pattern)]] = True
+    narrowed[indices[screen(texts.take(pa.array(indices)), pattern)]] = True
     return narrowed
 
 
@@ -674,118 +525,6 @@ def _kinds_of(texts: pa.ChunkedArray, candidates: np.ndarray) -> dict[int, froze
     taken = texts.take(pa.array(indices))
     kinds: dict[int, set[str]] = {int(i): set() for i in indices}
     for detector in DETECTORS:
-        for i in indices[_screen(taken, SUPERSET_SCREENS[detector.kind])]:
+        for i in indices[screen(taken, SUPERSET_SCREENS[detector.kind])]:
             kinds[int(i)].add(detector.kind)
     return {i: frozenset(k) for i, k in kinds.items()}
-
-
-def _length_prefixed(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Each text as ``<length>:<text>``, a null as ``N``."""
-    lengths = pc.cast(pc.utf8_length(texts), pa.string())
-    joined = pc.binary_join_element_wise(lengths, texts, ":")
-    return _chunk(pc.fill_null(joined, "N"))
-
-
-def _chunk(array: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
-
-
-def _detected(
-    category: str, stage: str, action: str, reason: str | None, time_ns: int
-) -> GuardrailResult:
-    return GuardrailResult(
-        guardrail=DETECTOR_NAMES[category],
-        stage=stage,
-        category=category,
-        action=action,
-        score=None,
-        policy_id=None,
-        reason=reason,
-        time_ns=time_ns,
-        ordinal=0,
-    )
-
-
-def _rewritten(
-    texts: pa.Array | pa.ChunkedArray, candidates: np.ndarray, rewrite: Callable[[int, str], str]
-) -> pa.Array | None:
-    """``texts`` with every candidate value passed through ``rewrite(index, text)``; None when
-    nothing changed. Only the candidates are read into Python."""
-    indices = np.flatnonzero(candidates)
-    if not len(indices):
-        return None
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks()
-    old = texts.take(pa.array(indices)).to_pylist()
-    changed = np.zeros(len(texts), dtype=bool)
-    replacements = []
-    for index, text in zip(indices, old, strict=True):
-        new = rewrite(int(index), text)
-        if new != text:
-            changed[index] = True
-            replacements.append(new)
-    if not replacements:
-        return None
-    return pc.replace_with_mask(
-        texts.cast(pa.string()), pa.array(changed), pa.array(replacements, pa.string())
-    )
-
-
-def _plain(array: pa.Array) -> pa.Array:
-    """The array without a slice offset (so its offsets index its children directly)."""
-    if array.offset == 0 and (
-        not isinstance(array, pa.ListArray | pa.MapArray) or array.offsets[0].as_py() == 0
-    ):
-        return array
-    return pa.array(array.to_pylist(), type=array.type)
-
-
-def _entry_rows(maps: pa.MapArray) -> np.ndarray:
-    """For each entry of a map (or list) array, the index of the row that holds it."""
-    maps = _plain(maps)
-    offsets = maps.offsets.to_numpy()
-    return np.repeat(np.arange(len(maps)), np.diff(offsets))
-
-
-def _rewrite_map(
-    maps: pa.MapArray, candidates: np.ndarray, rewrite: Callable[[int, str], str]
-) -> pa.MapArray | None:
-    """The map with each candidate value rewritten by ``rewrite(entry index, text)``, or None."""
-    maps = _plain(maps)
-    items = _rewritten(maps.items, candidates, rewrite)
-    if items is None:
-        return None
-    return pa.MapArray.from_arrays(
-        maps.offsets, maps.keys, items, type=maps.type,
-        mask=maps.is_null() if maps.null_count else None,
-    )  # fmt: skip
-
-
-def _rewrite_events(
-    spans: pa.Table, candidates: np.ndarray, rewrite: Callable[[int, str], str]
-) -> pa.Table:
-    events, structs, maps = _event_maps(spans)
-    if not len(structs) or not candidates.any():
-        return spans
-    row_of_event = _entry_rows(events)
-    event_of_entry = _entry_rows(maps)
-    new_maps = _rewrite_map(
-        maps,
-        candidates,
-        lambda entry, text: rewrite(int(row_of_event[event_of_entry[entry]]), text),
-    )
-    if new_maps is None:
-        return spans
-    fields = [
-        structs.field(i) if f.name != "attributes" else new_maps for i, f in enumerate(structs.type)
-    ]
-    new_structs = pa.StructArray.from_arrays(
-        fields, fields=list(structs.type), mask=structs.is_null() if structs.null_count else None
-    )
-    new_events = pa.ListArray.from_arrays(
-        events.offsets,
-        new_structs,
-        type=events.type,
-        mask=events.is_null() if events.null_count else None,
-    )
-    return spans.set_column(spans.schema.get_field_index("events"), "events", new_events)
