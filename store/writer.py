@@ -127,6 +127,14 @@ class LakeWriter:
         self.wal_dir.mkdir(parents=True, exist_ok=True)
         self.lake.remove_stale_temp_files()
         self.recovered = self.recover() if recover else FlushResult()
+        if self.recovered.num_wal_files_deleted:
+            log.info(
+                "replayed %d log(s) into %s: %d rows written, %d already there",
+                self.recovered.num_wal_files_deleted,
+                self.lake.describe(),
+                self.recovered.num_written,
+                self.recovered.num_duplicates,
+            )
 
     def __enter__(self) -> LakeWriter:
         return self

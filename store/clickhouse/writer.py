@@ -34,9 +34,9 @@ has none): run one receiver per database, or accept that rare double.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -56,8 +56,6 @@ from store.lake import (
 from store.writer import LakeWriter
 
 __all__ = ["CHECK_CHUNK_ROWS", "ClickHouseTables", "ClickHouseWriter", "log_dir"]
-
-log = logging.getLogger(__name__)
 
 #: Distinct times per de-duplication query. They are written into the statement, which travels
 #: in the request's body (parameters would travel in its URL, which servers and proxies cap):
@@ -177,6 +175,7 @@ class ClickHouseWriter(LakeWriter):
 
     ``data_dir`` is the local folder for the logs (``<data_dir>/clickhouse/<database>/wal``);
     the tables are created in ``database`` if missing, then the logs of dead writers replayed.
+    ``options`` are :class:`LakeWriter`'s (buffer bounds, ``max_age_s``, ``recover``).
     """
 
     def __init__(
@@ -186,22 +185,6 @@ class ClickHouseWriter(LakeWriter):
         engine: Engine,
         database: str,
         specs: Sequence[TableSpec] = DEFAULT_SPECS,
-        max_buffer_rows: int = 50_000,
-        max_buffer_bytes: int = 64 * 1024 * 1024,
-        max_age_s: float = 5.0,
-        recover: bool = True,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            ClickHouseTables(engine, database, data_dir, specs),
-            max_buffer_rows=max_buffer_rows,
-            max_buffer_bytes=max_buffer_bytes,
-            max_age_s=max_age_s,
-            recover=recover,
-        )
-        if self.recovered.num_wal_files_deleted:
-            log.info(
-                "replayed %d log(s) into ClickHouse: %d rows inserted, %d already there",
-                self.recovered.num_wal_files_deleted,
-                self.recovered.num_written,
-                self.recovered.num_duplicates,
-            )
+        super().__init__(ClickHouseTables(engine, database, data_dir, specs), **options)

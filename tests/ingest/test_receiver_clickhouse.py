@@ -153,7 +153,7 @@ def test_rows_only_in_the_log_at_kill_9_are_delivered_after_a_restart(store: _St
         _post(restarted, make_request(4, 10).SerializeToString())  # re-sent after the crash
     finally:
         assert restarted.stop() == 0, restarted.log()
-    assert "replayed 1 log(s) into ClickHouse: 50 rows inserted" in restarted.log()
+    assert "replayed 1 log(s) into ClickHouse database flywheel: 50 rows written" in restarted.log()
     spans = _read_clickhouse(store.chdb, SPANS)
     keys = list(zip(spans["trace_id"].to_pylist(), spans["span_id"].to_pylist(), strict=True))
     assert sorted(keys) == sorted(set().union(*(batch_keys(b, 10) for b in range(5))))
