@@ -20,7 +20,7 @@ from app.opportunities_cmd import add_opportunities_parser
 from app.report import STORE_HELP, add_report_parser
 from app.sample_evals import load_sample_evals
 from app.settings import Settings, SettingsError
-from app.stores import StoreUnreachable, open_tables, store_display, where_stored
+from app.stores import StoreUnreachable, connect_store, open_tables, store_display, where_stored
 from ingest.guard import Guard
 from ingest.loader import FileReport, ingest_paths
 from ingest.redaction import PolicyError, load_policy
@@ -53,11 +53,14 @@ def _print_report(report: FileReport) -> None:
 
 def keep_query_work(settings: Settings) -> None:
     """Compute what queries keep per segment (store.derived) for every segment of the lake now,
-    so that the first dashboard page after a large ingest does not wait for it."""
+    so that the first dashboard page after a large ingest does not wait for it. (ClickHouse
+    keeps none: nothing to do with ``--store``.)"""
     from analytics.cost import install_prices
     from store.catalog import open_catalog
     from store.derived import Derived
 
+    if settings.store is not None:
+        return
     started = time.perf_counter()
     conn = open_catalog(settings.data_dir)
     install_prices(conn, settings.price_file)
@@ -90,7 +93,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             guard=guard,
         )
         result = writer.flush()
-    if settings.store is None and (result.num_written or any(r.num_spans for r in reports)):
+    if result.num_written or any(r.num_spans for r in reports):
         keep_query_work(settings)
     num_spans = sum(r.num_spans for r in reports)
     num_rejected = sum(r.num_rejected for r in reports)
@@ -117,8 +120,9 @@ def cmd_backfill_guardrails(args: argparse.Namespace) -> int:
             return 2
         report = backfill_guardrails(settings.data_dir)
         print(
-            f"guardrail results: {report.num_results:,} read from {report.num_spans:,} spans in "
-            f"{report.num_segments:,} segments, {report.num_new:,} new"
+            f"{report.num_results:,} guardrail results and {report.num_feedback:,} feedback "
+            f"records read from {report.num_spans:,} spans in {report.num_segments:,} segments, "
+            f"{report.num_new:,} new"
         )
         return 0
     try:
@@ -194,8 +198,7 @@ def load_sample_data(settings: Settings) -> bool:
         writer.flush()
     loaded = sum(r.num_spans for r in reports) > 0
     if loaded:
-        if settings.store is None:
-            keep_query_work(settings)
+        keep_query_work(settings)
         dataset = load_sample_evals(settings)
         if dataset:
             print(f"eval dataset {dataset} with two runs to compare (Evals page)")
@@ -276,19 +279,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     open_writer: OpenWriter = LakeWriter
     where = f"lake in {settings.data_dir}"
     if settings.store is not None:
-        from store.clickhouse.connect import connect, parse_store_url
         from store.clickhouse.writer import ClickHouseWriter
 
-        url = parse_store_url(settings.store)
-        try:
-            engine = connect(url)
-        except Exception as exc:  # the client's errors have no common base but Exception
-            print(
-                f"flywheel serve: cannot reach {store_display(settings.store)}: {exc}",
-                file=sys.stderr,
-            )
-            return 2
-        open_writer = functools.partial(ClickHouseWriter, engine=engine, database=url.database)
+        engine, database = connect_store(settings.store)
+        open_writer = functools.partial(ClickHouseWriter, engine=engine, database=database)
         where = f"{store_display(settings.store)}, log in {settings.data_dir}"
 
     def ready(port: int, grpc_port: int | None) -> None:
@@ -414,11 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="write guardrail results for spans already stored",
         description="Read every span segment and write the guardrail results the guard stage "
-        "would have written (guardrail spans and events, built-in detectors) for spans "
-        "ingested before it existed. With --store, read the spans the OpenTelemetry Collector "
-        "stored in ClickHouse (otel_traces), which no Flywheel ingest saw, and write their "
-        "guardrail results and the feedback they carry; run it from a scheduler with --since. "
-        "Re-running adds nothing; stored text is not redacted.",
+        "would have written (guardrail spans and events, built-in detectors) and the feedback "
+        "the spans carry, for spans ingested before it existed. With --store, read the spans "
+        "the OpenTelemetry Collector stored in ClickHouse (otel_traces), which no Flywheel "
+        "ingest saw; run it from a scheduler with --since. Re-running adds nothing; stored "
+        "text is not redacted.",
     )
     p.add_argument(
         "--since",

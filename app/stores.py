@@ -15,17 +15,49 @@ ClickHouse the data folder keeps only what is local by nature: the writers' logs
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from app.settings import Settings
 from store.catalog import open_catalog
 from store.lake import Lake
 
-__all__ = ["StoreUnreachable", "open_store", "open_tables", "store_display", "where_stored"]
+if TYPE_CHECKING:
+    from store.clickhouse.catalog import Engine
+
+__all__ = [
+    "StoreUnreachable",
+    "connect_store",
+    "open_store",
+    "open_tables",
+    "store_display",
+    "where_stored",
+]
 
 
 class StoreUnreachable(RuntimeError):
     """The ClickHouse store could not be reached (or refused the session)."""
+
+
+@contextlib.contextmanager
+def _reaching(url: str) -> Iterator[None]:
+    """Any error of the client inside the block as :class:`StoreUnreachable`, naming the store
+    without its password (the client's errors have no common base but Exception)."""
+    try:
+        yield
+    except Exception as exc:
+        raise StoreUnreachable(f"cannot open {store_display(url)}: {exc}") from exc
+
+
+def connect_store(url: str) -> tuple[Engine, str]:
+    """An engine on the ClickHouse store ``url`` (its database created if missing) and the
+    database's name."""
+    from store.clickhouse.connect import connect, parse_store_url
+
+    where = parse_store_url(url)
+    with _reaching(url):
+        return connect(where), where.database
 
 
 def open_store(settings: Settings) -> Any:
@@ -34,34 +66,28 @@ def open_store(settings: Settings) -> Any:
         return open_catalog(settings.data_dir)
     from ingest.clickhouse_spans import spans_select_sql
     from store.clickhouse.catalog import open_clickhouse_catalog
-    from store.clickhouse.connect import connect, parse_store_url
 
-    where = parse_store_url(settings.store)
-    try:
+    engine, database = connect_store(settings.store)
+    with _reaching(settings.store):
         return open_clickhouse_catalog(
-            connect(where),
-            where.database,
+            engine,
+            database,
             cache_dir=settings.data_dir,
-            collector_spans=spans_select_sql(f"{where.database}.otel_traces"),
+            collector_spans=spans_select_sql(f"{database}.otel_traces"),
         )
-    except Exception as exc:  # the client's errors have no common base but Exception
-        raise StoreUnreachable(f"cannot open {store_display(settings.store)}: {exc}") from exc
 
 
 def open_tables(settings: Settings) -> Lake:
     """Where writes go: ClickHouse's tables (created if missing) or the lake in ``data_dir``."""
     if settings.store is None:
         return Lake(settings.data_dir)
-    from store.clickhouse.connect import connect, parse_store_url
     from store.clickhouse.writer import ClickHouseTables
 
-    where = parse_store_url(settings.store)
-    try:
+    engine, database = connect_store(settings.store)
+    with _reaching(settings.store):
         return ClickHouseTables(
-            connect(where), where.database, settings.data_dir, display=store_display(settings.store)
+            engine, database, settings.data_dir, display=store_display(settings.store)
         )
-    except Exception as exc:  # the client's errors have no common base but Exception
-        raise StoreUnreachable(f"cannot open {store_display(settings.store)}: {exc}") from exc
 
 
 def where_stored(settings: Settings) -> str:
