@@ -5,12 +5,13 @@ writer; and the guardrail results of spans already stored: in the lake's segment
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingest.files import DEFAULT_BATCH_SPANS, iter_file, list_input_files
@@ -85,8 +86,7 @@ def ingest_paths(
 @dataclass
 class BackfillReport:
     """What one backfill pass found: segments (or days) read, spans in them, guardrail results
-    and span-carried feedback derived (the lake's backfill derives no feedback: its ingest
-    did), and how many of those rows were new."""
+    and span-carried feedback derived, and how many of those rows were new."""
 
     num_segments: int = 0
     num_spans: int = 0
@@ -95,34 +95,45 @@ class BackfillReport:
     num_feedback: int = 0
 
 
+def _backfill(
+    batches: Iterable[tuple[Any, pa.Table]],
+    tables: Lake,
+    on_batch: Callable[[Any, int], None] | None,
+) -> BackfillReport:
+    """Guard each stored batch and write what it derives: its guardrail results and the
+    feedback its spans carry. Both are keyed by where they came from, so writing them again
+    adds nothing; stored text is not rewritten (redaction happens only on the way in), so
+    detections are recorded as flagged, not masked."""
+    guard = Guard(RedactionPolicy(parse_policy('[default]\nsecret = "off"').default))
+    report = BackfillReport()
+    for label, stored in batches:
+        spans = conform(SPANS, stored)
+        guarded = guard.apply(spans)
+        written = 0
+        for spec, rows in ((GUARDRAILS, guarded.guardrails), (FEEDBACK, guarded.feedback)):
+            if rows.num_rows:
+                written += tables.write(spec.name, rows).num_written
+        report.num_segments += 1
+        report.num_spans += spans.num_rows
+        report.num_results += guarded.guardrails.num_rows
+        report.num_feedback += guarded.feedback.num_rows
+        report.num_new += written
+        if on_batch is not None:
+            on_batch(label, written)
+    return report
+
+
 def backfill_guardrails(
     data_dir: Path | str,
     *,
     on_segment: Callable[[Path, int], None] | None = None,
 ) -> BackfillReport:
-    """Write the guardrail results of spans already in the lake (ingested before the guard
-    stage existed, or under other rules). Results are keyed by where they came from, so
-    running it again adds nothing; stored text is not rewritten (redaction happens only on the
-    way in), so detections are recorded as flagged, not masked."""
+    """Write the guardrail results and span feedback of spans already in the lake (ingested
+    before the guard stage existed, or under other rules), a segment at a time; running it
+    again adds nothing."""
     lake = Lake(data_dir)
-    guard = _backfill_guard()
-    report = BackfillReport()
-    for segment in lake.list_segments(SPANS.name):
-        spans = conform(SPANS, pq.read_table(segment))
-        results = guard.apply(spans).guardrails
-        written = lake.write(GUARDRAILS.name, results).num_written if results.num_rows else 0
-        report.num_segments += 1
-        report.num_spans += spans.num_rows
-        report.num_results += results.num_rows
-        report.num_new += written
-        if on_segment is not None:
-            on_segment(segment, written)
-    return report
-
-
-def _backfill_guard() -> Guard:
-    """The guard of a backfill: detections are recorded as flagged (stored text stays as is)."""
-    return Guard(RedactionPolicy(parse_policy('[default]\nsecret = "off"').default))
+    segments = ((path, pq.read_table(path)) for path in lake.list_segments(SPANS.name))
+    return _backfill(segments, lake, on_segment)
 
 
 #: One UTC day of stored spans, and the days there are (the table's sort key: a range read).
@@ -144,33 +155,23 @@ def backfill_collector_spans(
 
     Spans are read one UTC day at a time from ``since`` (default: the first span); the spans
     Flywheel ingested itself are read too, and their results, written then, are found already
-    stored. Results and feedback are keyed by where they came from, so running it again (from
-    a cron job over the last hours, say) adds only what is new. ``num_segments`` counts the
-    days read.
+    stored. Running it again (from a cron job over the last hours, say) adds only what is new.
+    ``num_segments`` counts the days read.
     """
-    report = BackfillReport()
     if not conn.reads_collector:
-        return report  # no Collector table: every span came through Flywheel's ingest
+        return BackfillReport()  # no Collector table: every span came through Flywheel's ingest
     first, last = conn.execute(SPAN_RANGE_SQL).fetchone()
     if first is None or last is None:
-        return report
-    day = max(first, since) if since is not None else first
-    day = day.replace(hour=0, minute=0, second=0, microsecond=0)
-    guard = _backfill_guard()
+        return BackfillReport()
+    start = max(first, since) if since is not None else first
+    days = _days(start.replace(hour=0, minute=0, second=0, microsecond=0), last)
+    batches = ((day, conn.execute(DAY_SPANS_SQL, [day, end]).to_arrow_table()) for day, end in days)
+    return _backfill(batches, tables, on_window)
+
+
+def _days(first: datetime, last: datetime) -> Iterator[tuple[datetime, datetime]]:
+    """Consecutive one-day windows from ``first`` until one holds ``last``."""
+    day = first
     while day <= last:
-        end = day + timedelta(days=1)
-        spans = conform(SPANS, conn.execute(DAY_SPANS_SQL, [day, end]).to_arrow_table())
-        guarded = guard.apply(spans)
-        written = 0
-        for spec, rows in ((GUARDRAILS, guarded.guardrails), (FEEDBACK, guarded.feedback)):
-            if rows.num_rows:
-                written += tables.write(spec.name, rows).num_written
-        report.num_segments += 1
-        report.num_spans += spans.num_rows
-        report.num_results += guarded.guardrails.num_rows
-        report.num_feedback += guarded.feedback.num_rows
-        report.num_new += written
-        if on_window is not None:
-            on_window(day, written)
-        day = end
-    return report
+        yield day, day + timedelta(days=1)
+        day += timedelta(days=1)
