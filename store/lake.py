@@ -26,7 +26,9 @@ import secrets
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -63,15 +65,58 @@ KEY_INDEX_PARTITIONS = 4
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A lake table: its name (the folder), schema, unique key and partitioning time column."""
+    """A lake table: its name (the folder), schema, unique key and partitioning time column.
+
+    ``free_text`` columns (and everything inside them) are written without Parquet statistics
+    or dictionary encoding, ``distinct`` columns (ids, times, measurements) without dictionary
+    encoding: neither helps a column whose values rarely repeat, and both cost time to write.
+    """
 
     name: str
     schema: pa.Schema
     key_columns: tuple[str, ...]
     time_column: str
+    free_text: tuple[str, ...] = ()
+    distinct: tuple[str, ...] = ()
+
+    @cached_property
+    def parquet_options(self) -> dict[str, Any]:
+        """``pq.write_table`` options for this table's segments."""
+        if not self.free_text and not self.distinct:
+            return {"write_statistics": True}
+        leaves = {f.name: _leaf_paths(f.name, f.type) for f in self.schema}
+        every = [path for paths in leaves.values() for path in paths]
+        plain = {path for name in self.free_text for path in leaves[name]}
+        unique = plain | {path for name in self.distinct for path in leaves[name]}
+        return {
+            "write_statistics": [path for path in every if path not in plain],
+            "use_dictionary": [path for path in every if path not in unique],
+        }
 
 
-SPANS = TableSpec("spans", SPAN_SCHEMA, ("trace_id", "span_id"), "start_time")
+def _leaf_paths(name: str, type_: pa.DataType) -> list[str]:
+    """The Parquet column paths under one Arrow field (a map's keys and values, a list's
+    items, a struct's fields)."""
+    if isinstance(type_, pa.MapType):
+        return [f"{name}.key_value.key", *_leaf_paths(f"{name}.key_value.value", type_.item_type)]
+    if isinstance(type_, pa.ListType):
+        return _leaf_paths(f"{name}.list.element", type_.value_type)
+    if isinstance(type_, pa.StructType):
+        return [path for field in type_ for path in _leaf_paths(f"{name}.{field.name}", field.type)]
+    return [name]
+
+
+SPANS = TableSpec(
+    "spans",
+    SPAN_SCHEMA,
+    ("trace_id", "span_id"),
+    "start_time",
+    free_text=("status_message", "input_text", "output_text", "attributes", "events", "links"),
+    distinct=(
+        "trace_id", "span_id", "parent_span_id", "start_time", "end_time", "duration_ms",
+        "input_tokens", "output_tokens", "ttft_ms", "cost_usd",
+    ),
+)  # fmt: skip
 FEEDBACK = TableSpec("feedback", FEEDBACK_SCHEMA, ("feedback_id",), "time")
 ANNOTATIONS = TableSpec("annotations", ANNOTATION_SCHEMA, ("annotation_id",), "time")
 GUARDRAILS = TableSpec("guardrails", GUARDRAIL_SCHEMA, ("result_id",), "time")
@@ -420,7 +465,7 @@ class Lake:
                     handle,
                     compression=COMPRESSION,
                     row_group_size=ROW_GROUP_ROWS,
-                    write_statistics=True,
+                    **spec.parquet_options,
                 )
                 handle.flush()
                 os.fsync(handle.fileno())

@@ -122,6 +122,32 @@ def test_segments_are_sorted_by_time_zstd_and_canonical(data_dir: Path) -> None:
     assert segment.name.startswith("seg-") and segment.suffix == ".parquet"
 
 
+def test_free_text_has_no_statistics_and_only_repeating_columns_a_dictionary(
+    data_dir: Path,
+) -> None:
+    lake = Lake(data_dir)
+    rows = [span_row(start_time=T0 + timedelta(seconds=s)) for s in range(4)]
+    (segment,) = lake.write("spans", spans_table(rows)).segments
+    group = pq.ParquetFile(segment).metadata.row_group(0)
+    columns = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+    # statistics where a reader prunes on them, none on free text
+    assert columns["start_time"].is_stats_set and columns["trace_id"].is_stats_set
+    assert columns["request_model"].is_stats_set
+    assert not columns["input_text"].is_stats_set
+    assert not columns["attributes.key_value.value"].is_stats_set
+    # dictionary pages only for columns whose values repeat
+    dictionary = {name for name, c in columns.items() if c.has_dictionary_page}
+    assert {"request_model", "service_name", "resource_attributes.key_value.key"} <= dictionary
+    assert not {"trace_id", "span_id", "input_text", "start_time"} & dictionary
+    # every leaf of the schema is named by the options (a renamed column would fall out)
+    options = SPANS.parquet_options
+    named = set(options["write_statistics"]) | set(options["use_dictionary"])
+    assert set(columns) - named == {
+        "input_text", "output_text", "status_message", "attributes.key_value.key",
+        "attributes.key_value.value",
+    } | {c for c in columns if c.startswith(("events.", "links."))}  # fmt: skip
+
+
 def test_conform_casts_fills_missing_and_drops_extra() -> None:
     table = pa.table(
         {
