@@ -14,7 +14,11 @@ own:
   Parquet segments with dedup, which is what ``flywheel ingest`` does. The writer's calls are
   timed, so the run also splits its time into decode (with the guard), WAL and lake write;
   ``guard_s`` is the part of ``decode_s`` spent in ``Guard.apply``.
-* ``decode`` — ``ingest.files.iter_file`` alone (protobuf parse, normalize, build Arrow).
+* ``decode`` — ``ingest.files.iter_file`` alone: ptars parses the wire format into Arrow, the
+  columns are normalized (``ingest.otlp_arrow``).
+* ``decode-reference`` — the same through protobuf objects and the per-span normalizer
+  (``iter_file(columnar=False)``, the path the columnar decoder is checked against), on the
+  250k file.
 * ``profile`` — ``decode`` under cProfile, on the small file; top functions by own time.
 
 The lake's dedup uses pyarrow (``group_by``/``join`` with ``use_threads=False``), not DuckDB.
@@ -218,14 +222,14 @@ def _run_e2e(path: Path, data_dir: Path, guard: str = "on") -> dict[str, Any]:
     }
 
 
-def _run_decode(path: Path) -> dict[str, Any]:
+def _run_decode(path: Path, columnar: bool = True) -> dict[str, Any]:
     from ingest.files import iter_file
 
     rss_before = _current_rss_mib()
     began = time.perf_counter()
     cpu_began = time.process_time()
     num_spans = num_rejected = 0
-    for decoded in iter_file(path):
+    for decoded in iter_file(path, columnar=columnar):
         num_spans += decoded.spans.num_rows
         num_rejected += decoded.num_rejected
     wall_s = time.perf_counter() - began
@@ -273,7 +277,7 @@ def _run_profile(path: Path, top: int = 10) -> dict[str, Any]:
 def child_main(argv: list[str]) -> int:
     """Entry of the measured process: run one mode, print its result as JSON."""
     parser = argparse.ArgumentParser(prog="python -m bench.ingest_file")
-    parser.add_argument("mode", choices=("e2e", "decode", "profile"))
+    parser.add_argument("mode", choices=("e2e", "decode", "decode-reference", "profile"))
     parser.add_argument("--input", type=Path, required=True)
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--guard", choices=("on", "off", "mask"), default="on")
@@ -282,8 +286,8 @@ def child_main(argv: list[str]) -> int:
     if args.mode == "e2e":
         result = _run_e2e(args.input, args.data_dir, args.guard)
         shutil.rmtree(args.data_dir, ignore_errors=True)
-    elif args.mode == "decode":
-        result = _run_decode(args.input)
+    elif args.mode in ("decode", "decode-reference"):
+        result = _run_decode(args.input, columnar=args.mode == "decode")
     else:
         result = _run_profile(args.input)
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -335,6 +339,10 @@ def run(out_dir: Path = OUT_DIR, log: Callable[[str], None] = print) -> tuple[li
     log(
         f"ingest:   {decode['spans_per_s']:,.0f} spans/s, peak RSS {decode['peak_rss_mib']:,.0f} MiB"
     )
+    first = next(iter(SIZES))
+    log(f"ingest: decode through protobuf objects, {files[first]['num_spans']:,} spans …")
+    reference = child("decode-reference", Path(files[first]["path"]))
+    log(f"ingest:   {reference['spans_per_s']:,.0f} spans/s")
     log(f"ingest: profiling decode on {files[PROFILE_SIZE[0]]['num_spans']:,} spans …")
     profile = child("profile", Path(files[PROFILE_SIZE[0]]["path"]))
 
@@ -365,6 +373,13 @@ def run(out_dir: Path = OUT_DIR, log: Callable[[str], None] = print) -> tuple[li
         ),
         Figure(
             "ingest .pb → lake (1 core)",
+            f"decode through protobuf objects, {reference['num_spans'] / 1e6:.2f}M spans",
+            reference["spans_per_s"],
+            "spans/s",
+            note="the reference path the columnar decoder is checked against",
+        ),
+        Figure(
+            "ingest .pb → lake (1 core)",
             "decode only, per CPU-second",
             decode["spans_per_cpu_s"],
             "spans/s",
@@ -385,6 +400,7 @@ def run(out_dir: Path = OUT_DIR, log: Callable[[str], None] = print) -> tuple[li
         "inputs": manifest,
         "e2e": e2e,
         "decode": decode,
+        "decode_reference": reference,
         "profile": profile,
         "pinning": "sched_setaffinity to one CPU, pa.set_cpu_count(1), "
         "pa.set_io_thread_count(1), OMP_NUM_THREADS=1",

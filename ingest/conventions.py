@@ -7,6 +7,7 @@ source, so adding an alias is a one-line data change and no convention is hand-c
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -29,6 +30,22 @@ COLUMN_TYPES = ("string", "int", "float", "string_list", "hash")
 
 
 @dataclass(frozen=True)
+class Source:
+    """What a source reads, for decoders that read attributes a column at a time.
+
+    ``kind`` is ``attr`` (one attribute's value, whatever the span's start; its reader may be
+    called with just that attribute), ``attr_time`` (an attribute read against the span's
+    start), ``indexed`` or ``event``. ``plain`` means the value is taken as it is; ``scale``
+    is set when scaling is its only modifier.
+    """
+
+    kind: str
+    key: str | None = None
+    plain: bool = False
+    scale: float | None = None
+
+
+@dataclass(frozen=True)
 class Column:
     """A canonical column: its type and its compiled sources, in precedence order."""
 
@@ -37,6 +54,7 @@ class Column:
     readers: tuple[Reader, ...]
     source_keys: tuple[str, ...]
     triggers: tuple[tuple[str, ...], ...]
+    sources: tuple[Source, ...] = ()
 
 
 def _to_string(value: Any) -> str | None:
@@ -46,19 +64,34 @@ def _to_string(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii") or None
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    """Bytes inside a structured value as base64, as the attribute maps show them."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+#: The range a canonical int column holds (int64); a value outside it is no value.
+_INT_RANGE = range(-(2**63), 2**63)
 
 
 def _to_int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
+        return value if value in _INT_RANGE else None
     if isinstance(value, float):
-        return int(value) if math.isfinite(value) and value == int(value) else None
+        if not math.isfinite(value) or value != int(value):
+            return None
+        return _to_int(int(value))
     if isinstance(value, str):
         try:
-            return int(value.strip())
+            return _to_int(int(value.strip()))
         except ValueError:
             try:
                 as_float = float(value)
@@ -72,7 +105,10 @@ def _to_float(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int past the largest float
+            return None
     elif isinstance(value, str):
         try:
             number = float(value.strip())
@@ -107,7 +143,7 @@ _COERCERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _coercer(type_: str) -> Callable[[Any], Any]:
+def coercer(type_: str) -> Callable[[Any], Any]:
     """The function that converts a (non-None) source value to a column type, or gives None."""
     try:
         return _COERCERS[type_]
@@ -244,6 +280,18 @@ def _compile_source(spec: Mapping[str, Any]) -> tuple[Reader, str, tuple[str, ..
     raise ValueError(f"conventions: a source needs attr, attr_json, indexed or event: {dict(spec)}")
 
 
+def _describe_source(spec: Mapping[str, Any]) -> Source:
+    """What ``_compile_source`` makes of a source, as data."""
+    if "attr" in spec or "attr_json" in spec:
+        key = spec["attr"] if "attr" in spec else spec["attr_json"][0]
+        if spec.get("since_start"):
+            return Source("attr_time", key)
+        modifiers = [k for k in ("map", "scale", "messages", "lower", "attr_json") if k in spec]
+        scale = float(spec["scale"]) if modifiers == ["scale"] else None
+        return Source("attr", key, plain=not modifiers, scale=scale)
+    return Source("indexed" if "indexed" in spec else "event")
+
+
 #: One column's part of a plan: its index, its readers in precedence order, its coercion.
 _Step = tuple[int, tuple[Reader, ...], Callable[[Any], Any]]
 #: Distinct attribute-key sets whose plans a normalizer keeps (then it starts over).
@@ -265,7 +313,7 @@ class Normalizer:
                     self._event_sources.append((col, prio))
                 for key in keys:
                     self._by_key.setdefault(key, []).append((col, prio))
-        self._coercers = tuple(_coercer(c.type) for c in self.columns)
+        self._coercers = tuple(coercer(c.type) for c in self.columns)
         # Spans of one instrumentation share their attribute keys, so which sources to try,
         # in which order, is worked out once per distinct key set (and events or none).
         self._plans: dict[tuple[bool, tuple[str, ...]], tuple[_Step, ...]] = {}
@@ -336,6 +384,7 @@ def parse_conventions(text: str) -> Normalizer:
                 readers=tuple(reader for reader, _, _ in compiled),
                 source_keys=tuple(label for _, label, _ in compiled),
                 triggers=tuple(keys for _, _, keys in compiled),
+                sources=tuple(_describe_source(source) for source in spec.get("sources", [])),
             )
         )
     return Normalizer(columns)

@@ -7,7 +7,9 @@ a truncated gzip keeps everything decoded before the cut.
 Protobuf files hold a sequence of ``ExportTraceServiceRequest`` messages, each preceded by its
 length as a protobuf varint (the OTLP file-exporter rule, "delimited"); a file that starts with a
 zero byte is read with 4-byte big-endian lengths instead, and a file that is one bare request
-(an HTTP body saved to disk) is read as that.
+(an HTTP body saved to disk) is read as that. A frame that does not parse is reported and
+skipped (its length says where the next starts); two in a row stop the file, as the lengths can
+no longer be trusted.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
 
+import pyarrow as pa
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from ingest.arrow_values import Irregular
 from ingest.jsonl import decode_jsonl_lines, decode_records
 from ingest.otlp import add_request_json, add_request_protobuf
+from ingest.otlp_arrow import ArrowRequests, parse_request
 from ingest.records import Decoded, IngestError, SpanBuilder
 from store.schema import DEFAULT_PROJECT
 
@@ -100,10 +105,102 @@ def _read_varint(stream: _Prepend) -> int | None:
             raise DecodeError("length prefix is not a valid varint")
 
 
-def _iter_pb(path: Path, source: str, project: str, batch_spans: int) -> Iterator[Decoded]:
-    builder = SpanBuilder(project)
+class _ArrowPiece:
+    """Consecutive requests that ptars parsed, with what the reference path needs to redo them
+    (their bytes, the source their span errors name, where each starts in the file)."""
+
+    def __init__(self) -> None:
+        self.requests = ArrowRequests()
+        self.frames: list[tuple[bytes, str, str]] = []
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+
+class _PbBatch:
+    """One batch of a protobuf file's requests, in file order: each request decoded a column
+    at a time (``ingest.otlp_arrow``) when ptars parses it, else through protobuf objects."""
+
+    def __init__(self, source: str, project: str, columnar: bool) -> None:
+        self.source = source
+        self.project = project
+        self.columnar = columnar
+        self.pieces: list[_ArrowPiece | SpanBuilder] = []
+
+    def __len__(self) -> int:
+        return sum(len(piece) for piece in self.pieces)
+
+    def add(self, body: bytes, label: str, where: str) -> None:
+        """Decode one request; raises DecodeError when protobuf does not parse it."""
+        if self.columnar:
+            try:
+                parsed = parse_request(body)
+            except ValueError:
+                parsed = None  # protobuf decides, and words the error
+            if parsed is not None:
+                last = self.pieces[-1] if self.pieces else None
+                if not isinstance(last, _ArrowPiece):
+                    last = _ArrowPiece()
+                    self.pieces.append(last)
+                last.requests.add(parsed, label)
+                last.frames.append((body, label, where))
+                return
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        add_request_protobuf(request, self._builder(), label)
+
+    def reject(self, error: IngestError) -> None:
+        """Record an error found outside any request's spans, in its place among the others."""
+        self._builder().reject(error)
+
+    def _builder(self) -> SpanBuilder:
+        last = self.pieces[-1] if self.pieces else None
+        if not isinstance(last, SpanBuilder):
+            last = SpanBuilder(self.project)
+            self.pieces.append(last)
+        return last
+
+    def decoded(self) -> Decoded:
+        """The batch's rows and errors."""
+        tables: list[pa.Table] = []
+        errors: list[IngestError] = []
+        for piece in self.pieces:
+            if isinstance(piece, _ArrowPiece):
+                try:
+                    done = piece.requests.decoded(self.project)
+                except Irregular:
+                    done = self._redo(piece)
+            else:
+                done = piece.decoded()
+            tables.append(done.spans)
+            errors.extend(done.errors)
+        if not tables:
+            tables.append(SpanBuilder(self.project).table())
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        return Decoded(spans=table, errors=errors)
+
+    def _redo(self, piece: _ArrowPiece) -> Decoded:
+        """Decode a piece's requests through protobuf objects (one it does not parse, though
+        ptars did, is rejected as malformed)."""
+        builder = SpanBuilder(self.project)
+        for body, label, where in piece.frames:
+            request = ExportTraceServiceRequest()
+            try:
+                request.ParseFromString(body)
+            except DecodeError as exc:
+                builder.reject(IngestError(self.source, where, f"malformed OTLP protobuf: {exc}"))
+                continue
+            add_request_protobuf(request, builder, label)
+        return builder.decoded()
+
+
+def _iter_pb(
+    path: Path, source: str, project: str, batch_spans: int, columnar: bool = True
+) -> Iterator[Decoded]:
+    batch = _PbBatch(source, project, columnar)
     offset = 0
     frame = 0
+    bad_before = False
     with _open(path) as stream:
         try:
             head = _read(stream, 1)
@@ -127,30 +224,32 @@ def _iter_pb(path: Path, source: str, project: str, batch_spans: int) -> Iterato
                         break
                     length, header = varint, stream_rest.tell() - before
                 body = _read(stream_rest, length)
-                request = ExportTraceServiceRequest()
+                where = f"byte {offset} (message {frame})"
                 try:
                     if len(body) < length:
                         raise DecodeError(
                             f"frame says {length} bytes but the file ends after {len(body)}"
                         )
-                    request.ParseFromString(body)
+                    batch.add(body, f"{source} message {frame}", where)
+                    bad_before = False
                 except DecodeError as exc:
                     if frame == 0 and not four_byte:
                         yield from _single_message(path, source, project)
                         return
-                    raise IngestError(
-                        source,
-                        f"byte {offset} (message {frame})",
-                        f"malformed OTLP protobuf: {exc}",
-                    ) from exc
-                add_request_protobuf(request, builder, f"{source} message {frame}")
+                    error = IngestError(source, where, f"malformed OTLP protobuf: {exc}")
+                    if bad_before or len(body) < length:
+                        # The file ends, or two frames in a row do not parse: the length
+                        # prefixes are not to be trusted any more.
+                        raise error from exc
+                    batch.reject(error)  # the next frame starts where its length says
+                    bad_before = True
                 offset += header + length
                 frame += 1
-                if len(builder) >= batch_spans:
-                    yield builder.decoded()
-                    builder = SpanBuilder(project)
+                if len(batch) >= batch_spans:
+                    yield batch.decoded()
+                    batch = _PbBatch(source, project, columnar)
         except _Truncated as exc:
-            builder.reject(
+            batch.reject(
                 IngestError(
                     source,
                     f"after message {frame} (byte {offset} uncompressed)",
@@ -158,14 +257,14 @@ def _iter_pb(path: Path, source: str, project: str, batch_spans: int) -> Iterato
                 )
             )
         except IngestError as exc:
-            builder.reject(exc)
+            batch.reject(exc)
         except DecodeError as exc:
-            builder.reject(
+            batch.reject(
                 IngestError(
                     source, f"byte {offset} (message {frame})", f"malformed OTLP protobuf: {exc}"
                 )
             )
-    yield builder.decoded()
+    yield batch.decoded()
 
 
 def _single_message(path: Path, source: str, project: str) -> Iterator[Decoded]:
@@ -283,9 +382,17 @@ def _iter_json(path: Path, source: str, project: str) -> Iterator[Decoded]:
 
 
 def iter_file(
-    path: Path, *, project: str = DEFAULT_PROJECT, batch_spans: int = DEFAULT_BATCH_SPANS
+    path: Path,
+    *,
+    project: str = DEFAULT_PROJECT,
+    batch_spans: int = DEFAULT_BATCH_SPANS,
+    columnar: bool = True,
 ) -> Iterator[Decoded]:
-    """Decode one file a batch at a time; errors travel inside each batch's ``errors``."""
+    """Decode one file a batch at a time; errors travel inside each batch's ``errors``.
+
+    ``columnar=False`` decodes protobuf files through protobuf objects only: the reference
+    path that the columnar decoder is checked against. The rows are the same.
+    """
     source = str(path)
     kind = file_format(path)
     if kind is None:
@@ -299,7 +406,7 @@ def iter_file(
         )
         yield builder.decoded()
     elif kind == "pb":
-        yield from _iter_pb(path, source, project, batch_spans)
+        yield from _iter_pb(path, source, project, batch_spans, columnar)
     elif kind == "jsonl":
         yield from _iter_jsonl(path, source, project)
     else:

@@ -11,7 +11,7 @@ import base64
 import gc
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,6 +125,60 @@ def normalize_hex_id(value: Any, size: int) -> str | None:
 def text_map(attrs: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Attributes as (key, text) pairs for a map column."""
     return [(k, v if type(v) is str else attribute_text(v)) for k, v in attrs.items()]
+
+
+#: The times a span can hold: nanoseconds since 1970 as int64 (up to 2262-04-11).
+_TIME_RANGE = range(-(2**63), 2**63)
+
+
+def check_span(
+    trace_id: Any,
+    span_id: Any,
+    parent_span_id: Any,
+    start_ns: int,
+    end_ns: int,
+    event_times: Iterable[int] = (),
+) -> tuple[str | None, str | None, str | None, str | None]:
+    """Why a span is rejected (None when it is not), and its trace, span and parent ids as hex
+    (the parent None when it has none)."""
+    # Binary ids of the right size (protobuf) are the common case: hex them directly.
+    if type(trace_id) is bytes and len(trace_id) == 16:
+        tid: str | None = trace_id.hex()
+    else:
+        tid = normalize_hex_id(trace_id, 16)
+    if type(span_id) is bytes and len(span_id) == 8:
+        sid: str | None = span_id.hex()
+    else:
+        sid = normalize_hex_id(span_id, 8)
+    pid = None
+    if tid is None or tid == _ZERO_TRACE:
+        return (
+            f"invalid trace id {trace_id!r}: want 16 bytes as 32 hex characters",
+            None,
+            None,
+            None,
+        )
+    if sid is None or sid == _ZERO_SPAN:
+        return f"invalid span id {span_id!r}: want 8 bytes as 16 hex characters", None, None, None
+    if parent_span_id not in (None, "", b""):
+        pid = normalize_hex_id(parent_span_id, 8)
+        if pid is None:
+            reason = f"invalid parent span id {parent_span_id!r}: want 16 hex characters"
+            return reason, None, None, None
+        if pid == _ZERO_SPAN:
+            pid = None
+    if start_ns <= 0:
+        return "missing start time (startTimeUnixNano is 0)", None, None, None
+    if end_ns < start_ns:
+        reason = f"end time {end_ns} is before start time {start_ns} (clock skew in the sender?)"
+        return reason, None, None, None
+    if end_ns not in _TIME_RANGE:
+        return f"end time {end_ns} ns is past 2262-04-11, the last time stored", None, None, None
+    for index, time_ns in enumerate(event_times):
+        if time_ns not in _TIME_RANGE:
+            reason = f"event {index} time {time_ns} ns is outside 1677-09-21 .. 2262-04-11"
+            return reason, None, None, None
+    return None, tid, sid, pid
 
 
 #: The columns ``add`` fills from its arguments, in the order of the row tuples it keeps.
@@ -285,34 +339,9 @@ class SpanBuilder:
         project: str | None = None,
     ) -> bool:
         """Validate and append one span; on bad input record an IngestError and return False."""
-        reason = None
-        # Binary ids of the right size (protobuf) are the common case: hex them directly.
-        if type(trace_id) is bytes and len(trace_id) == 16:
-            tid: str | None = trace_id.hex()
-        else:
-            tid = normalize_hex_id(trace_id, 16)
-        if type(span_id) is bytes and len(span_id) == 8:
-            sid: str | None = span_id.hex()
-        else:
-            sid = normalize_hex_id(span_id, 8)
-        pid = None
-        if tid is None or tid == _ZERO_TRACE:
-            reason = f"invalid trace id {trace_id!r}: want 16 bytes as 32 hex characters"
-        elif sid is None or sid == _ZERO_SPAN:
-            reason = f"invalid span id {span_id!r}: want 8 bytes as 16 hex characters"
-        elif parent_span_id not in (None, "", b""):
-            pid = normalize_hex_id(parent_span_id, 8)
-            if pid is None:
-                reason = f"invalid parent span id {parent_span_id!r}: want 16 hex characters"
-            elif pid == _ZERO_SPAN:
-                pid = None
-        if reason is None:
-            if start_ns <= 0:
-                reason = "missing start time (startTimeUnixNano is 0)"
-            elif end_ns < start_ns:
-                reason = (
-                    f"end time {end_ns} is before start time {start_ns} (clock skew in the sender?)"
-                )
+        reason, tid, sid, pid = check_span(
+            trace_id, span_id, parent_span_id, start_ns, end_ns, (e[0] for e in events)
+        )
         if reason is not None:
             self.errors.append(IngestError(source, location, reason))
             return False
