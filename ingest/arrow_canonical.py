@@ -158,8 +158,8 @@ class CanonicalColumn:
             taken = values.strings.take(pa.array(self.entry, mask=self.entry < 0))
             if not made.any():
                 return taken
-            texts = pa.array(self.results, pa.string()).take(pa.array(self.made[made]))
-            return pc.replace_with_mask(taken, pa.array(made), texts)
+            texts = pa.array(self.results, pa.string()).take(pa.array(self.made, mask=~made))
+            return pc.coalesce(texts, taken)
         if self.kind == "string_list":
             lists = pa.array(self.results, field_type)
             return lists.take(pa.array(self.made, mask=~made))

@@ -213,17 +213,20 @@ class AttributeValues:
 
     def texts(self) -> pa.Array:
         """Every value as the attribute maps store it (``records.attribute_text``)."""
-        texts = self.strings
+        # Each entry's text is in exactly one of these, null in the others.
+        parts = [self.strings]
         ints = self.vtype == self.INT
         if ints.any():
-            as_text = pc.cast(self._members[self.INT], pa.string())
-            texts = pc.if_else(pa.array(ints), as_text, texts)
-        others = (self.vtype != self.STR) & ~ints
-        if others.any():
-            distinct, inverse = self.distinct(np.flatnonzero(others))
+            parts.append(pc.cast(self._members[self.INT], pa.string()))
+        is_other = (self.vtype != self.STR) & ~ints
+        others = np.flatnonzero(is_other)
+        if len(others):
+            distinct, inverse = self.distinct(others)
             rendered = pa.array([attribute_text(v) for v in distinct], pa.string())
-            texts = pc.replace_with_mask(texts, pa.array(others), rendered.take(pa.array(inverse)))
-        return texts
+            where = np.zeros(len(self.vtype), dtype=np.int64)
+            where[others] = inverse
+            parts.append(rendered.take(pa.array(where, mask=~is_other)))
+        return parts[0] if len(parts) == 1 else pc.coalesce(*parts)
 
 
 def hex_ids(ids: pa.Array, width: int, null: np.ndarray | None = None) -> pa.Array:
