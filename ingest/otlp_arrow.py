@@ -35,10 +35,22 @@ _TIMESTAMP = SPAN_SCHEMA.field("start_time").type
 _EVENTS_TYPE = SPAN_SCHEMA.field("events").type
 _LINKS_TYPE = SPAN_SCHEMA.field("links").type
 _INT64_MAX = 2**63 - 1
-_ZERO_TRACE = pa.scalar(b"\0" * 16, pa.binary())
-_ZERO_SPAN = pa.scalar(b"\0" * 8, pa.binary())
+_ZERO_TRACE = b"\0" * 16
+_ZERO_SPAN = b"\0" * 8
 
-__all__ = ["ArrowRequests", "Irregular", "count_spans", "parse_request"]
+__all__ = [
+    "COLUMNAR_MIN_BYTES",
+    "ArrowRequests",
+    "Irregular",
+    "count_spans",
+    "decode_columnar",
+    "parse_request",
+]
+
+#: Request bodies from this size are decoded a column at a time. Below it the path's fixed
+#: cost (about 2 ms a batch) outweighs its gain: 250 spans took 2.9 ms against 2.4 ms through
+#: protobuf objects, 960 spans 4.3 ms against 8.0 ms.
+COLUMNAR_MIN_BYTES = 256 * 1024
 
 
 @cache
@@ -53,6 +65,24 @@ def parse_request(body: bytes) -> pa.RecordBatch:
     """One serialized request as a one-row record batch; ValueError if it does not parse."""
     batch: pa.RecordBatch = _handler().list_to_record_batch([body])
     return batch
+
+
+def decode_columnar(
+    data: bytes, *, source: str, project: str, normalizer: Normalizer | None = None
+) -> Decoded | None:
+    """One serialized request decoded a column at a time; None when ptars does not parse it
+    or this path would not be exact, for the caller to use ``ingest.otlp.decode_otlp_protobuf``
+    (which also words the error for a request that does not parse)."""
+    try:
+        parsed = parse_request(data)
+    except ValueError:
+        return None
+    requests = ArrowRequests(normalizer)
+    requests.add(parsed, source)
+    try:
+        return requests.decoded(project)
+    except Irregular:
+        return None
 
 
 def count_spans(batch: pa.RecordBatch) -> int:
@@ -108,9 +138,9 @@ class ArrowRequests:
         parent_length = pc.binary_length(pid).to_numpy()
         good = (
             (pc.binary_length(tid).to_numpy() == 16)
-            & ~pc.equal(tid, _ZERO_TRACE).to_numpy(zero_copy_only=False)
+            & ~pc.equal(tid, pa.scalar(_ZERO_TRACE, pa.binary())).to_numpy(zero_copy_only=False)
             & (pc.binary_length(sid).to_numpy() == 8)
-            & ~pc.equal(sid, _ZERO_SPAN).to_numpy(zero_copy_only=False)
+            & ~pc.equal(sid, pa.scalar(_ZERO_SPAN, pa.binary())).to_numpy(zero_copy_only=False)
             & ((parent_length == 0) | (parent_length == 8))
             & (start > 0)
             & (end >= start)
@@ -158,7 +188,8 @@ class ArrowRequests:
         status = spans.field("status")
         parent = spans.field("parent_span_id")
         no_parent = pc.or_(
-            pc.equal(pc.binary_length(parent), 0), pc.equal(parent, _ZERO_SPAN)
+            pc.equal(pc.binary_length(parent), 0),
+            pc.equal(parent, pa.scalar(_ZERO_SPAN, pa.binary())),
         ).to_numpy(zero_copy_only=False)
         columns: dict[str, Any] = {
             "project": pa.repeat(pa.scalar(project, pa.string()), num_rows),

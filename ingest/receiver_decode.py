@@ -21,6 +21,7 @@ from ingest.conventions import Normalizer, load_normalizer
 from ingest.guard import Guard
 from ingest.jsonl import feedback_row, feedback_table
 from ingest.otlp import decode_otlp_json, decode_otlp_protobuf
+from ingest.otlp_arrow import COLUMNAR_MIN_BYTES, decode_columnar, parse_request
 from ingest.records import IngestError, SpanBuilder
 from ingest.redaction import RedactionPolicy
 
@@ -170,6 +171,7 @@ def warm_up() -> int:
     """Import and build what decoding needs (run once in each worker); returns the pid."""
     _normalizer()
     _guard(RedactionPolicy())
+    parse_request(b"")  # loads ptars and its descriptors
     return os.getpid()
 
 
@@ -198,7 +200,16 @@ def decode_body(
     builder = SpanBuilder(project, _normalizer())
     try:
         if kind == "protobuf":
-            decoded = decode_otlp_protobuf(data, source=source, project=project, builder=builder)
+            columnar = (
+                decode_columnar(data, source=source, project=project, normalizer=_normalizer())
+                if len(data) >= COLUMNAR_MIN_BYTES
+                else None
+            )
+            decoded = (
+                columnar
+                if columnar is not None
+                else decode_otlp_protobuf(data, source=source, project=project, builder=builder)
+            )
         else:
             decoded = decode_otlp_json(data, source=source, project=project, builder=builder)
     except IngestError as exc:

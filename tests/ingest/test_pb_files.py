@@ -142,3 +142,39 @@ def test_ordinary_files_never_take_the_per_span_path(
     batches = list(files.iter_file(path, batch_spans=300))
     assert sum(b.spans.num_rows for b in batches) > 1000
     assert not any(b.errors for b in batches)
+
+
+def test_the_receiver_decodes_a_large_body_column_wise_with_the_same_outcome(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ingest import receiver_decode
+    from ingest.otlp_arrow import COLUMNAR_MIN_BYTES
+
+    request = ExportTraceServiceRequest()
+    for batch in generate_batches(60, 1, 5):
+        request.MergeFrom(batch.request)
+    spans = request.resource_spans[0].scope_spans[0].spans
+    spans[0].end_time_unix_nano = spans[0].start_time_unix_nano - 1  # one rejected span
+    body = request.SerializeToString()
+    assert len(body) >= COLUMNAR_MIN_BYTES
+
+    def decode() -> Any:
+        return receiver_decode.decode_body(body, "identity", "protobuf", "p", 2**30, "req")
+
+    columnar = decode()
+    monkeypatch.setattr(receiver_decode, "COLUMNAR_MIN_BYTES", 2**62)
+    reference = decode()
+    assert columnar.failure is None and reference.failure is None
+    assert columnar.errors == reference.errors and len(columnar.errors) == 1
+    order = [("trace_id", "ascending"), ("span_id", "ascending")]
+    assert columnar.spans.num_rows == reference.spans.num_rows > 400
+    assert columnar.spans.sort_by(order).equals(reference.spans.sort_by(order))
+    assert columnar.guardrails.num_rows == reference.guardrails.num_rows > 0
+
+    # and the large body really went the columnar way
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("decoded through protobuf objects")
+
+    monkeypatch.setattr(receiver_decode, "COLUMNAR_MIN_BYTES", COLUMNAR_MIN_BYTES)
+    monkeypatch.setattr(receiver_decode, "decode_otlp_protobuf", refuse)
+    assert decode().spans.num_rows == columnar.spans.num_rows
