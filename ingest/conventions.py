@@ -164,6 +164,10 @@ def _parse_rfc3339_ns(text: str) -> int | None:
     return int(moment.replace(microsecond=0).timestamp()) * 1_000_000_000 + nanos
 
 
+#: What a source may do to its value before coercion; a source with none takes it as it is.
+_MODIFIERS = ("map", "scale", "messages", "lower", "attr_json")
+
+
 def _value_transform(spec: Mapping[str, Any]) -> Callable[[Any], Any]:
     """Build the chain of per-value modifiers a source names (lower, map, scale, messages)."""
     lower = bool(spec.get("lower"))
@@ -237,7 +241,7 @@ def _compile_source(spec: Mapping[str, Any]) -> tuple[Reader, str, tuple[str, ..
                 return None if moment is None else (moment - start_ns) / 1e6
 
             return read_time, key, (key,)
-        if not any(k in spec for k in ("map", "scale", "messages", "lower", "attr_json")):
+        if not any(k in spec for k in _MODIFIERS):
 
             def read_plain(
                 attrs: Mapping[str, Any], events: Sequence[RawEvent], start_ns: int
@@ -286,7 +290,7 @@ def _describe_source(spec: Mapping[str, Any]) -> Source:
         key = spec["attr"] if "attr" in spec else spec["attr_json"][0]
         if spec.get("since_start"):
             return Source("attr_time", key)
-        modifiers = [k for k in ("map", "scale", "messages", "lower", "attr_json") if k in spec]
+        modifiers = [k for k in _MODIFIERS if k in spec]
         scale = float(spec["scale"]) if modifiers == ["scale"] else None
         return Source("attr", key, plain=not modifiers, scale=scale)
     return Source("indexed" if "indexed" in spec else "event")
