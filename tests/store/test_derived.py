@@ -353,13 +353,14 @@ def test_a_new_model_name_is_read_from_the_spans_until_mapped_then_kept_alone(
 def test_today_is_kept_segment_by_segment(tmp_path: Path) -> None:
     """Today's partition grows under a receiver: one kept file per segment, no day file."""
     now = datetime.now(UTC).replace(microsecond=0)
-    start = now.replace(minute=0, second=0) - timedelta(hours=1)
-    if start.date() != now.date():  # just after midnight: the window must lie within today
-        start = now.replace(hour=0, minute=0, second=0)
+    # The spans lie between the start of the window and now, and within today even just after
+    # midnight, when the window shrinks to the minutes (or seconds) since.
+    start = max(now - timedelta(hours=1), now.replace(hour=0, minute=0, second=0))
+    times = [start + (now - start) * m / 6 for m in range(1, 6)]
     lake = Lake(tmp_path)
     batches = [
-        [span(start_time=start + timedelta(minutes=m), duration_ms=10.0) for m in (1, 2)],
-        [span(start_time=start + timedelta(minutes=m), duration_ms=10.0) for m in (3, 4, 5)],
+        [span(start_time=t, duration_ms=10.0) for t in times[:2]],
+        [span(start_time=t, duration_ms=10.0) for t in times[2:]],
     ]
     for batch in batches:
         lake.write("spans", pa.Table.from_pylist(batch, schema=SPAN_SCHEMA))
