@@ -28,7 +28,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from ingest.arrow_canonical import CanonicalColumn, Keys
 from ingest.arrow_values import AttributeValues, Irregular, attributes_of, hex_ids
 from ingest.conventions import Normalizer, load_normalizer
-from ingest.records import Decoded, IngestError, check_span, text_map
+from ingest.records import Decoded, IngestError, check_span, gc_paused, text_map
 from store.schema import ATTRIBUTE_MAP, SPAN_KINDS, SPAN_SCHEMA, STATUS_CODES
 
 _TIMESTAMP = SPAN_SCHEMA.field("start_time").type
@@ -125,9 +125,10 @@ class ArrowRequests:
 
     def decoded(self, project: str) -> Decoded:
         """The requests' rows and errors; raises Irregular when they would not be exact."""
-        tree = _Tree(pa.concat_arrays([b.column(0) for b in self.batches]))
-        errors = self._check(tree)
-        return Decoded(spans=self._table(tree, project), errors=errors)
+        with gc_paused():  # the values read into Python are many small acyclic objects
+            tree = _Tree(pa.concat_arrays([b.column(0) for b in self.batches]))
+            errors = self._check(tree)
+            return Decoded(spans=self._table(tree, project), errors=errors)
 
     def _check(self, tree: _Tree) -> list[IngestError]:
         """Drop the spans the reference path rejects (from ``tree``); its errors for them."""

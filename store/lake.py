@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import itertools
 import logging
 import os
 import secrets
@@ -210,24 +211,35 @@ def sort_by_time(table: pa.Table, time_column: str) -> pa.Table:
     return table.take(order)
 
 
+#: Most runs of one day a batch may be split into before its rows are moved instead.
+MAX_DAY_RUNS = 64
+
+
 def split_by_day(table: pa.Table, time_column: str) -> Iterator[tuple[str, pa.Table]]:
-    """Split rows by the UTC date of ``time_column``, yielding (partition name, rows)."""
+    """Split rows by the UTC date of ``time_column``, yielding (partition name, rows) in day
+    order; within a day, rows stay in the order they came.
+
+    Nothing is copied when the rows come in runs of one day (a batch from one day, or in time
+    order give or take the traces that straddle midnight): a day's rows are zero-copy slices
+    of its runs. Rows that alternate between days more than ``MAX_DAY_RUNS`` times are moved
+    once, by a stable sort on the day. Moving every row (the attribute maps above all) costs
+    about as much as writing its Parquet, so a full sort by time is left to the segments that
+    need one (``Lake._write_segment``).
+    """
     if table.num_rows == 0:
         return
-    ns = table.column(time_column).cast(pa.int64()).to_numpy()
-    days = np.floor_divide(ns, _NS_PER_DAY)
-    unique = np.unique(days)
-    if len(unique) == 1:
-        yield partition_of(int(unique[0])), table
-        return
-    if np.all(days[1:] >= days[:-1]):
-        # Rows in time order (as Lake.write passes them): each day is one run, a zero-copy slice.
-        bounds = [*np.searchsorted(days, unique, side="left").tolist(), len(days)]
-        for i, day in enumerate(unique):
-            yield partition_of(int(day)), table.slice(bounds[i], bounds[i + 1] - bounds[i])
-        return
-    for day in unique:
-        yield partition_of(int(day)), table.filter(pa.array(days == day))
+    days = np.floor_divide(table.column(time_column).cast(pa.int64()).to_numpy(), _NS_PER_DAY)
+    starts = np.flatnonzero(np.diff(days)) + 1
+    if len(starts) >= MAX_DAY_RUNS:
+        order = np.argsort(days, kind="stable")
+        table, days = table.take(pa.array(order)), days[order]
+        starts = np.flatnonzero(np.diff(days)) + 1
+    bounds = [0, *starts.tolist(), len(days)]
+    runs: dict[int, list[pa.Table]] = {}
+    for first, end in itertools.pairwise(bounds):
+        runs.setdefault(int(days[first]), []).append(table.slice(first, end - first))
+    for day in sorted(runs):
+        yield partition_of(day), pa.concat_tables(runs[day])
 
 
 def key_hashes(table: pa.Table, key_columns: Sequence[str]) -> np.ndarray:
@@ -371,10 +383,6 @@ class Lake:
         spec = self.spec(table_name)
         rows = dedup_first(conform(spec, table), spec.key_columns)
         num_duplicates = table.num_rows - rows.num_rows
-        # Sorted once here, as every segment is (stably, so each segment's rows come out as
-        # they would sorted on their own): each day is then one zero-copy slice, and segments
-        # need no sort of their own.
-        rows = sort_by_time(rows, spec.time_column)
         num_written = 0
         segments: list[Path] = []
         with self.locked():
@@ -416,7 +424,8 @@ class Lake:
                 # Segments are read oldest first, so the first-written copy of a key survives.
                 merged = pa.concat_tables([conform(spec, pq.read_table(p)) for p in small])
                 rows = dedup_first(merged, spec.key_columns)
-                self._write_segment(spec, partition, rows)
+                # Merged segments are read many times and written once: in time order always.
+                self._write_segment(spec, partition, sort_by_time(rows, spec.time_column))
                 for path in small:
                     path.unlink()
                 fsync_dir(self.table_dir(table_name) / partition)
@@ -457,7 +466,10 @@ class Lake:
         stem = f"seg-{time.time_ns():020d}-{secrets.token_hex(4)}"
         tmp = part_dir / f".{stem}.parquet.tmp"
         final = part_dir / f"{stem}.parquet"
-        rows = sort_by_time(rows, spec.time_column)
+        if rows.num_rows > ROW_GROUP_ROWS:
+            # Row groups in time order, for pruning by their statistics; a segment of one row
+            # group (as every write of a writer's buffer is) gains nothing from the sort.
+            rows = sort_by_time(rows, spec.time_column)
         try:
             with open(tmp, "xb") as handle:
                 pq.write_table(

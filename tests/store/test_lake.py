@@ -110,16 +110,53 @@ def test_partitions_by_utc_date_of_start_time(data_dir: Path) -> None:
         assert segment.parent.parent == data_dir / "spans"
 
 
-def test_segments_are_sorted_by_time_zstd_and_canonical(data_dir: Path) -> None:
+def test_segments_are_zstd_canonical_and_in_time_order_by_row_group(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     lake = Lake(data_dir)
-    rows = [span_row(start_time=T0 + timedelta(seconds=s)) for s in (5, 1, 3)]
-    (segment,) = lake.write("spans", spans_table(rows)).segments
+    seconds = [5, 1, 3, 9, 2, 7, 4]
+    rows = [span_row(start_time=T0 + timedelta(seconds=s)) for s in seconds]
+    (segment,) = lake.write("spans", spans_table(rows[:3])).segments
     table = pq.read_table(segment)
     assert table.schema.equals(SPAN_SCHEMA)
-    assert table["start_time"].to_pylist() == sorted(r["start_time"] for r in rows)
+    # one row group: the rows as they came (a sort would gain no pruning)
+    assert table["start_time"].to_pylist() == [r["start_time"] for r in rows[:3]]
     meta = pq.ParquetFile(segment).metadata
+    assert meta.num_row_groups == 1
     assert meta.row_group(0).column(0).compression == "ZSTD"
     assert segment.name.startswith("seg-") and segment.suffix == ".parquet"
+
+    monkeypatch.setattr(lake_module, "ROW_GROUP_ROWS", 2)
+    (segment,) = lake.write("spans", spans_table(rows[3:])).segments
+    file = pq.ParquetFile(segment)
+    assert file.metadata.num_row_groups == 2
+    times = pq.read_table(segment)["start_time"].to_pylist()
+    assert times == sorted(r["start_time"] for r in rows[3:])
+    column = SPAN_SCHEMA.get_field_index("start_time")
+    stats = [file.metadata.row_group(g).column(column).statistics for g in range(2)]
+    assert stats[0].max <= stats[1].min  # row groups do not overlap in time
+
+
+@pytest.mark.parametrize("max_runs", [64, 2])  # sliced in runs; moved by a sort on the day
+def test_a_batch_across_days_lands_a_segment_a_day_each_in_arrival_order(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, max_runs: int
+) -> None:
+    monkeypatch.setattr(lake_module, "MAX_DAY_RUNS", max_runs)
+    lake = Lake(data_dir)
+    offsets = [timedelta(hours=h) for h in (30, 2, 26, 1, 50, 3)]  # days 1, 0, 1, 0, 2, 0
+    rows = [span_row(start_time=T0 + o) for o in offsets]
+    result = lake.write("spans", spans_table(rows))
+    assert result.num_written == 6
+    got = {
+        p: pq.read_table(lake.list_segments("spans", p)[0])["start_time"].to_pylist()
+        for p in lake.partitions("spans")
+    }
+    in_order = [T0 + o for o in offsets]
+    assert got == {
+        "date=2025-03-01": [t for t in in_order if t.day == 1],
+        "date=2025-03-02": [t for t in in_order if t.day == 2],
+        "date=2025-03-03": [t for t in in_order if t.day == 3],
+    }
 
 
 def test_free_text_has_no_statistics_and_only_repeating_columns_a_dictionary(
