@@ -174,6 +174,64 @@ def _first_output(value: Any) -> str | None:
     return None
 
 
+class _Part(msgspec.Struct):
+    """A message part as ``_part_text`` reads it (an absent key reads as None, as ``get`` does)."""
+
+    type: Any = None
+    content: Any = None
+    text: Any = None
+
+
+class _Message(msgspec.Struct):
+    """An OTel GenAI message: a role and its parts (other keys are not read while the parts
+    have text)."""
+
+    role: str
+    parts: list[_Part]
+
+
+_GENAI_DECODE = msgspec.json.Decoder(list[_Message]).decode
+_TEXT_PART_TYPES = (None, "text", "input_text", "output_text")
+
+
+class _Undecided(Exception):
+    """The typed reading cannot tell what the general one would give."""
+
+
+def _genai_message_text(message: _Message) -> str:
+    texts = []
+    for part in message.parts:
+        if part.type in _TEXT_PART_TYPES:
+            text = part.content if isinstance(part.content, str) else part.text
+            if isinstance(text, str) and text:
+                texts.append(text)
+    if not texts:
+        raise _Undecided  # the general reading goes on to other keys and to tool calls
+    return "\n".join(texts)
+
+
+def _genai_text(value: str, mode: Mode) -> str | None:
+    """``extract_text`` of a JSON list of OTel GenAI messages, read into typed structs: the
+    message lists instrumented apps send most, read about twice as fast as through dicts.
+    Raises _Undecided for anything else, for the general reading to decide."""
+    try:
+        messages = _GENAI_DECODE(value)
+    except msgspec.MsgspecError:
+        raise _Undecided from None
+    if not messages:
+        raise _Undecided
+    if mode == "last_user":
+        users = [m for m in messages if m.role.lower() in _USER_ROLES]
+        if not users:
+            raise _Undecided
+        return _genai_message_text(users[-1])
+    if mode == "first_output":
+        outputs = [m for m in messages if m.role.lower() in _OUTPUT_ROLES] or messages
+        return _genai_message_text(outputs[0])
+    texts = [_genai_message_text(m) for m in messages if m.role.lower() in _SYSTEM_ROLES]
+    return "\n".join(texts) or None
+
+
 def extract_text(value: Any, mode: Mode) -> str | None:
     """Pull one text out of a message-carrying value.
 
@@ -182,6 +240,16 @@ def extract_text(value: Any, mode: Mode) -> str | None:
     text parts of a list or object (for system instructions given on their own). A plain string
     that is not JSON is returned as it is, except in ``system`` mode.
     """
+    if mode != "text" and isinstance(value, str) and value[:1] == "[" and '"parts"' in value:
+        try:
+            return _genai_text(value, mode)
+        except _Undecided:
+            pass
+    return _general_text(value, mode)
+
+
+def _general_text(value: Any, mode: Mode) -> str | None:
+    """``extract_text`` through dicts and lists, for every shape."""
     parsed = parse_json_value(value)
     if isinstance(parsed, str):
         return None if mode == "system" else parsed
