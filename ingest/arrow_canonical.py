@@ -6,7 +6,8 @@ read again, so the first source with a value wins, as ``Normalizer.values`` deci
 The common shapes are numpy operations: a plain string source over string values (an empty
 string is no value), a plain int source over int values, a plain or scaled float source over
 double values. Every other (source, value) pair goes through the conventions' own reader and
-coercion, once per distinct value in the batch.
+coercion, once per distinct value in the batch. An event source is read, in its place among
+the others, through its reader for each row that has one of its events (``SpanEvents``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,43 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest.arrow_values import AttributeValues
-from ingest.conventions import Column, coercer
+from ingest.arrow_values import AttributeValues, attributes_of
+from ingest.conventions import Column, RawEvent, coercer
 from store.schema import SPAN_SCHEMA
 
-__all__ = ["CanonicalColumn", "Keys"]
+__all__ = ["CanonicalColumn", "Keys", "SpanEvents"]
+
+
+class SpanEvents:
+    """A batch's span events, for the conventions' event sources: the rows with an event of
+    some names, and a row's events and start as the per-span normalizer is given them."""
+
+    def __init__(self, events: pa.ListArray, starts: np.ndarray) -> None:
+        self._events = events
+        self._names = events.flatten().field("name")
+        self._parents = events.value_parent_indices().to_numpy()
+        self._starts = starts
+        self._rows: dict[frozenset[str], np.ndarray] = {}
+        self._python: dict[int, list[RawEvent]] = {}
+
+    def rows_with(self, names: frozenset[str]) -> np.ndarray:
+        """The rows with an event named one of ``names``, in order."""
+        rows = self._rows.get(names)
+        if rows is None:
+            hit = pc.is_in(self._names, value_set=pa.array(sorted(names), pa.string()))
+            rows = np.unique(self._parents[pc.fill_null(hit, False).to_numpy(zero_copy_only=False)])
+            self._rows[names] = rows
+        return rows
+
+    def of(self, row: int) -> tuple[list[RawEvent], int]:
+        """A row's events (time, name, attributes) and its start, in nanoseconds."""
+        events = self._python.get(row)
+        if events is None:
+            events = self._python[row] = [
+                (e["time_unix_nano"], e["name"], attributes_of(e["attributes"]))
+                for e in self._events[row].as_py() or ()
+            ]
+        return events, int(self._starts[row])
 
 
 class Keys:
@@ -74,10 +107,12 @@ class CanonicalColumn:
         self.made = np.full(num_rows, -1, dtype=np.int64)
         self.results: list[Any] = []
 
-    def fill(self, values: AttributeValues, keys: Keys) -> None:
-        """Apply the column's attribute sources, highest precedence first."""
+    def fill(self, values: AttributeValues, keys: Keys, events: SpanEvents | None) -> None:
+        """Apply the column's attribute and event sources, highest precedence first."""
         coerce = coercer(self.kind)
         for p, source in enumerate(self.column.sources):
+            if source.kind == "event" and events is not None:
+                self._events(events, source.events, self.column.readers[p], coerce)
             if source.kind != "attr":
                 continue
             chosen = keys.of(source.key)
@@ -140,6 +175,24 @@ class CanonicalColumn:
         self.filled[rows] = True
         self.made[rows] = inverse[has] + len(self.results)
         self.results.extend(results)
+
+    def _events(
+        self,
+        events: SpanEvents,
+        names: frozenset[str],
+        reader: Callable[..., Any],
+        coerce: Callable[[Any], Any],
+    ) -> None:
+        """Read an event source for the rows without a value that have one of its events."""
+        rows = events.rows_with(names)
+        for row in rows[~self.filled[rows]].tolist():
+            span_events, start_ns = events.of(row)
+            raw = reader({}, span_events, start_ns)
+            value = None if raw is None else coerce(raw)
+            if value is not None:
+                self.filled[row] = True
+                self.made[row] = len(self.results)
+                self.results.append(value)
 
     def override(self, row: int, value: Any) -> None:
         """Set one row's value as the per-span normalizer gave it (None: no value)."""

@@ -35,7 +35,7 @@ class Source:
 
     ``kind`` is ``attr`` (one attribute's value, whatever the span's start; its reader may be
     called with just that attribute), ``attr_time`` (an attribute read against the span's
-    start), ``indexed`` or ``event``. ``plain`` means the value is taken as it is; ``scale``
+    start), ``indexed`` or ``event`` (its reader reads only the span's events and start). ``plain`` means the value is taken as it is; ``scale``
     is set when scaling is its only modifier.
     """
 
@@ -43,6 +43,7 @@ class Source:
     key: str | None = None
     plain: bool = False
     scale: float | None = None
+    events: frozenset[str] = frozenset()  # an event source's event names
 
 
 @dataclass(frozen=True)
@@ -293,7 +294,9 @@ def _describe_source(spec: Mapping[str, Any]) -> Source:
         modifiers = [k for k in _MODIFIERS if k in spec]
         scale = float(spec["scale"]) if modifiers == ["scale"] else None
         return Source("attr", key, plain=not modifiers, scale=scale)
-    return Source("indexed" if "indexed" in spec else "event")
+    if "indexed" in spec:
+        return Source("indexed")
+    return Source("event", events=frozenset(spec["event"]))
 
 
 #: One column's part of a plan: its index, its readers in precedence order, its coercion.

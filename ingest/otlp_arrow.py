@@ -5,8 +5,9 @@ arrays. Everything after that is column operations: spans and their attributes a
 ids are hexed and checked, and each canonical column is read from its conventions sources one
 source at a time (``Column.sources``) rather than one span at a time. Python runs only once per
 distinct value that needs a conventions reader (mapped names, message JSON), once per resource,
-and once per span that the per-span normalizer must see whole: spans with events, with
-flattened message lists, or with a time read against the span's start.
+once per span with an event an event source reads, and once per span that the per-span
+normalizer must see whole: spans with flattened message lists or with a time attribute read
+against the span's start.
 
 The rows are the ones the reference path (``ingest.otlp`` through ``SpanBuilder``) makes, which
 the tests check. A batch holding something this path does not reproduce exactly (a span that
@@ -25,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from ingest.arrow_canonical import CanonicalColumn, Keys
+from ingest.arrow_canonical import CanonicalColumn, Keys, SpanEvents
 from ingest.arrow_values import AttributeValues, Irregular, attributes_of, hex_ids
 from ingest.conventions import Normalizer, load_normalizer
 from ingest.records import Decoded, IngestError, check_span, gc_paused, text_map
@@ -178,9 +179,17 @@ class ArrowRequests:
         if keys.repeated(values.rows):
             raise Irregular("a span repeats an attribute key")
         canonical = [CanonicalColumn(c, num_rows) for c in self.normalizer.columns]
+        span_events = spans.field("events")
+        events = (
+            SpanEvents(span_events, spans.field("start_time_unix_nano").to_numpy())
+            if len(span_events.flatten())
+            else None
+        )
         for column in canonical:
-            column.fill(values, keys)
-        self._normalize_special(spans, values, self._special_rows(spans, values, keys), canonical)
+            column.fill(values, keys, events)
+        self._normalize_special(
+            spans, values, self._special_rows(num_rows, values, keys), canonical
+        )
         resource_texts, services = _resources(tree.resources)
         resource_of_span = pa.array(tree.resource_of_scope[tree.scope_of_span])
         scope_of_span = pa.array(tree.scope_of_span)
@@ -217,14 +226,11 @@ class ArrowRequests:
             columns[column.column.name] = column.array(values)
         return pa.Table.from_arrays([columns[f.name] for f in SPAN_SCHEMA], schema=SPAN_SCHEMA)
 
-    def _special_rows(
-        self, spans: pa.StructArray, values: AttributeValues, keys: Keys
-    ) -> np.ndarray:
-        """Rows the per-span normalizer reads: with events, or with a key that triggers a source
-        other than one attribute's value (a flattened message list, a time since the start)."""
-        special = pc.greater(pc.list_value_length(spans.field("events")), 0).to_numpy(
-            zero_copy_only=False
-        )
+    def _special_rows(self, num_rows: int, values: AttributeValues, keys: Keys) -> np.ndarray:
+        """Rows the per-span normalizer reads: with a key that triggers a source other than one
+        attribute's value or the span's events (a flattened message list, a time since the
+        start)."""
+        special = np.zeros(num_rows, dtype=bool)
         for key in self._special_keys:
             special[values.rows[keys.of(key)]] = True
         return np.flatnonzero(special)

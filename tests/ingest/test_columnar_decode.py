@@ -341,6 +341,17 @@ EDGE_CASES: dict[str, Callable[[], list[bytes]]] = {
         {"events": [(T0, "gen_ai.choice", [("message", KvList([("content", "out")]))])]},
         {"events": [(1, "ai.stream.firstChunk", []), (T0, "gen_ai.first_token", [])]},
         {"events": [(T0, "gen_ai.user.message", [("content", 5)])] * 2})],
+    # an attribute of higher precedence wins over an event; an event over none, or over an
+    # attribute without a value
+    "events_beside_attributes": lambda: [request(
+        {"attrs": [("ai.response.msToFirstChunk", 12.5), ("gen_ai.input.messages", "[]")],
+         "events": [(T0 + 250_000_001, "gen_ai.first_token", []),
+                    (T0, "gen_ai.user.message", [("content", "from event")])]},
+        {"attrs": [("ai.response.msToFirstChunk", "soon"), ("ai.value", "from attribute")],
+         "events": [(T0 + 5, "gen_ai.first_token", []),
+                    (T0, "gen_ai.user.message", [("content", "from event")])]},
+        {"attrs": [("llm.input_messages.0.message.role", "user")],
+         "events": [(T0 + 7, "gen_ai.first_token", [])]})],
     "links": lambda: [request(
         {"links": [(b"\x05" * 16, b"\x06" * 8, [("k", "v"), ("k", 2)]), (b"", b"", [])]},
         {"links": [(b"\x05" * 3, b"\x06" * 20, [("n", [1, KvList()])])]})],
