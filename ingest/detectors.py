@@ -449,7 +449,8 @@ def _re2_superset(source: str) -> str:
         i += 1
     flags = source[: source.index(")") + 1] if source.startswith("(?i") else ""
     body = "".join(out)[len(flags) :]
-    return f"{flags}(?:{body})|{_PYTHON_FOLDS}" if flags else body
+    # The folds are matched as they are: under the flag, RE2 folds ſ and K to s and k.
+    return f"{flags}(?:{body})|(?-i:{_PYTHON_FOLDS})" if flags else body
 
 
 def _group_end(source: str, start: int) -> int:
