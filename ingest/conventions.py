@@ -35,8 +35,9 @@ class Source:
 
     ``kind`` is ``attr`` (one attribute's value, whatever the span's start; its reader may be
     called with just that attribute), ``attr_time`` (an attribute read against the span's
-    start), ``indexed`` or ``event`` (its reader reads only the span's events and start). ``plain`` means the value is taken as it is; ``scale``
-    is set when scaling is its only modifier.
+    start), ``indexed`` or ``event`` (the first event named one of ``events``; its reader reads
+    only the span's events and start). ``plain`` means the value is taken as it is; ``scale`` is
+    set when scaling is its only modifier.
     """
 
     kind: str
