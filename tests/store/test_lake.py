@@ -152,6 +152,8 @@ def test_a_batch_across_days_lands_a_segment_a_day_each_in_arrival_order(
         for p in lake.partitions("spans")
     }
     in_order = [T0 + o for o in offsets]
+    again = lake.write("spans", spans_table(rows[::-1]))  # the same spans, days interleaved
+    assert (again.num_written, again.num_duplicates) == (0, 6)
     assert got == {
         "date=2025-03-01": [t for t in in_order if t.day == 1],
         "date=2025-03-02": [t for t in in_order if t.day == 2],
