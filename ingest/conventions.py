@@ -224,8 +224,9 @@ def _indexed_messages(
     return [by_index[i] for i in sorted(by_index)]
 
 
-def _compile_source(spec: Mapping[str, Any]) -> tuple[Reader, str, tuple[str, ...]]:
-    """One source table -> a reader, a label for docs and views, and the keys that trigger it.
+def _compile_source(spec: Mapping[str, Any]) -> tuple[Reader, str, tuple[str, ...], Source]:
+    """One source table -> a reader, a label for docs and views, the keys that trigger it, and
+    what it reads as data (``Source``).
 
     A source is only tried for a span that has one of its trigger keys (or, for event
     sources, any event), so a span pays for the attributes it has, not for every alias.
@@ -242,20 +243,22 @@ def _compile_source(spec: Mapping[str, Any]) -> tuple[Reader, str, tuple[str, ..
                 moment = _parse_rfc3339_ns(value) if isinstance(value, str) else None
                 return None if moment is None else (moment - start_ns) / 1e6
 
-            return read_time, key, (key,)
-        if not any(k in spec for k in _MODIFIERS):
+            return read_time, key, (key,), Source("attr_time", key)
+        modifiers = [k for k in _MODIFIERS if k in spec]
+        if not modifiers:
 
             def read_plain(
                 attrs: Mapping[str, Any], events: Sequence[RawEvent], start_ns: int
             ) -> Any:
                 return attrs.get(key)
 
-            return read_plain, key, (key,)
+            return read_plain, key, (key,), Source("attr", key, plain=True)
 
         def read_attr(attrs: Mapping[str, Any], events: Sequence[RawEvent], start_ns: int) -> Any:
             return transform(attrs.get(key))
 
-        return read_attr, key, (key,)
+        scale = float(spec["scale"]) if modifiers == ["scale"] else None
+        return read_attr, key, (key,), Source("attr", key, scale=scale)
     if "indexed" in spec:
         prefix, role_key, content_key = spec["indexed"], spec["role_key"], spec["content_key"]
 
@@ -267,7 +270,7 @@ def _compile_source(spec: Mapping[str, Any]) -> tuple[Reader, str, tuple[str, ..
             return transform(_indexed_messages(attrs, prefix, role_key, content_key))
 
         # Flattened lists start at index 0, so their first keys trigger the scan.
-        return read_indexed, f"{prefix}.<i>.{content_key}", first_keys
+        return read_indexed, f"{prefix}.<i>.{content_key}", first_keys, Source("indexed")
     if "event" in spec:
         names = frozenset(spec["event"])
         event_attr = spec.get("event_attr")
@@ -282,22 +285,8 @@ def _compile_source(spec: Mapping[str, Any]) -> tuple[Reader, str, tuple[str, ..
                         return transform(event_attrs.get(event_attr))
             return None
 
-        return read_event, "event:" + "|".join(spec["event"]), ()
+        return read_event, "event:" + "|".join(spec["event"]), (), Source("event", events=names)
     raise ValueError(f"conventions: a source needs attr, attr_json, indexed or event: {dict(spec)}")
-
-
-def _describe_source(spec: Mapping[str, Any]) -> Source:
-    """What ``_compile_source`` makes of a source, as data."""
-    if "attr" in spec or "attr_json" in spec:
-        key = spec["attr"] if "attr" in spec else spec["attr_json"][0]
-        if spec.get("since_start"):
-            return Source("attr_time", key)
-        modifiers = [k for k in _MODIFIERS if k in spec]
-        scale = float(spec["scale"]) if modifiers == ["scale"] else None
-        return Source("attr", key, plain=not modifiers, scale=scale)
-    if "indexed" in spec:
-        return Source("indexed")
-    return Source("event", events=frozenset(spec["event"]))
 
 
 #: One column's part of a plan: its index, its readers in precedence order, its coercion.
@@ -389,10 +378,10 @@ def parse_conventions(text: str) -> Normalizer:
             Column(
                 name=name,
                 type=type_,
-                readers=tuple(reader for reader, _, _ in compiled),
-                source_keys=tuple(label for _, label, _ in compiled),
-                triggers=tuple(keys for _, _, keys in compiled),
-                sources=tuple(_describe_source(source) for source in spec.get("sources", [])),
+                readers=tuple(reader for reader, _, _, _ in compiled),
+                source_keys=tuple(label for _, label, _, _ in compiled),
+                triggers=tuple(keys for _, _, keys, _ in compiled),
+                sources=tuple(source for _, _, _, source in compiled),
             )
         )
     return Normalizer(columns)
