@@ -27,8 +27,9 @@ __all__ = ["CanonicalColumn", "Keys", "SpanEvents"]
 
 
 class SpanEvents:
-    """A batch's span events, for the conventions' event sources: the rows with an event of
-    some names, and a row's events and start as the per-span normalizer is given them."""
+    """A batch's span events, for the conventions' event sources and the per-span normalizer:
+    the rows with an event of some names, and a row's events and start as the normalizer is
+    given them (converted once per row)."""
 
     def __init__(self, events: pa.ListArray, starts: np.ndarray) -> None:
         self._events = events
@@ -107,11 +108,11 @@ class CanonicalColumn:
         self.made = np.full(num_rows, -1, dtype=np.int64)
         self.results: list[Any] = []
 
-    def fill(self, values: AttributeValues, keys: Keys, events: SpanEvents | None) -> None:
+    def fill(self, values: AttributeValues, keys: Keys, events: SpanEvents) -> None:
         """Apply the column's attribute and event sources, highest precedence first."""
         coerce = coercer(self.kind)
         for p, source in enumerate(self.column.sources):
-            if source.kind == "event" and events is not None:
+            if source.kind == "event":
                 self._events(events, source.events, self.column.readers[p], coerce)
             if source.kind != "attr":
                 continue

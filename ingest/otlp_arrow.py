@@ -179,17 +179,11 @@ class ArrowRequests:
         if keys.repeated(values.rows):
             raise Irregular("a span repeats an attribute key")
         canonical = [CanonicalColumn(c, num_rows) for c in self.normalizer.columns]
-        span_events = spans.field("events")
-        events = (
-            SpanEvents(span_events, spans.field("start_time_unix_nano").to_numpy())
-            if len(span_events.flatten())
-            else None
-        )
+        events = SpanEvents(spans.field("events"), spans.field("start_time_unix_nano").to_numpy())
         for column in canonical:
             column.fill(values, keys, events)
-        self._normalize_special(
-            spans, values, self._special_rows(num_rows, values, keys), canonical
-        )
+        special = self._special_rows(num_rows, values, keys)
+        self._normalize_special(spans, values, events, special, canonical)
         resource_texts, services = _resources(tree.resources)
         resource_of_span = pa.array(tree.resource_of_scope[tree.scope_of_span])
         scope_of_span = pa.array(tree.scope_of_span)
@@ -239,6 +233,7 @@ class ArrowRequests:
         self,
         spans: pa.StructArray,
         values: AttributeValues,
+        events: SpanEvents,
         special: np.ndarray,
         canonical: list[CanonicalColumn],
     ) -> None:
@@ -252,18 +247,13 @@ class ArrowRequests:
         )
         all_keys = values.keys.take(pa.array(entries)).to_pylist()
         all_values = values.python(entries)
-        starts = spans.field("start_time_unix_nano").to_numpy()[special].tolist()
-        events = spans.field("events").take(pa.array(special)).to_pylist()
         at = 0
         for i, row in enumerate(special.tolist()):
             size = int(counts[i])
             attrs = dict(zip(all_keys[at : at + size], all_values[at : at + size], strict=True))
             at += size
-            raw_events = [
-                (e["time_unix_nano"], e["name"], attributes_of(e["attributes"]))
-                for e in events[i] or ()
-            ]
-            row_values = self.normalizer.values(attrs, raw_events, starts[i], tuple(attrs))
+            row_events, start_ns = events.of(row)
+            row_values = self.normalizer.values(attrs, row_events, start_ns, tuple(attrs))
             for column, value in zip(canonical, row_values, strict=True):
                 column.override(row, value)
 
