@@ -424,8 +424,7 @@ class Lake:
                 # Segments are read oldest first, so the first-written copy of a key survives.
                 merged = pa.concat_tables([conform(spec, pq.read_table(p)) for p in small])
                 rows = dedup_first(merged, spec.key_columns)
-                # Merged segments are read many times and written once: in time order always.
-                self._write_segment(spec, partition, sort_by_time(rows, spec.time_column))
+                self._write_segment(spec, partition, rows, in_time_order=True)
                 for path in small:
                     path.unlink()
                 fsync_dir(self.table_dir(table_name) / partition)
@@ -457,7 +456,13 @@ class Lake:
                             log.info("removed stale temp segment %s", tmp)
         return removed
 
-    def _write_segment(self, spec: TableSpec, partition: str, rows: pa.Table) -> Path:
+    def _write_segment(
+        self, spec: TableSpec, partition: str, rows: pa.Table, *, in_time_order: bool = False
+    ) -> Path:
+        """Write ``rows`` as a new segment of ``partition``; sorted by time when it holds more
+        than one row group (for pruning by their statistics) or ``in_time_order`` says so (a
+        merged segment, read many times and written once). A writer's flush is one row group,
+        which a sort gains nothing."""
         part_dir = self.table_dir(spec.name) / partition
         if not part_dir.is_dir():
             part_dir.mkdir(parents=True, exist_ok=True)
@@ -466,9 +471,7 @@ class Lake:
         stem = f"seg-{time.time_ns():020d}-{secrets.token_hex(4)}"
         tmp = part_dir / f".{stem}.parquet.tmp"
         final = part_dir / f"{stem}.parquet"
-        if rows.num_rows > ROW_GROUP_ROWS:
-            # Row groups in time order, for pruning by their statistics; a segment of one row
-            # group (as every write of a writer's buffer is) gains nothing from the sort.
+        if in_time_order or rows.num_rows > ROW_GROUP_ROWS:
             rows = sort_by_time(rows, spec.time_column)
         try:
             with open(tmp, "xb") as handle:
