@@ -247,6 +247,7 @@ class ArrowRequests:
         )
         all_keys = values.keys.take(pa.array(entries)).to_pylist()
         all_values = values.python(entries)
+        events.load(special)
         at = 0
         for i, row in enumerate(special.tolist()):
             size = int(counts[i])
