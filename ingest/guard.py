@@ -106,6 +106,13 @@ _SPAN_FIELDS = (
 )  # fmt: skip
 
 
+#: The span columns a guardrail span's result is made of.
+_GUARDRAIL_SPAN_COLUMNS = [
+    "project", "trace_id", "span_id", "start_time", "service_name", "request_model",
+    "response_model", "name", "duration_ms", "attributes",
+]  # fmt: skip
+
+
 #: Below this many text bytes a batch is screened in one RE2 pass over all its texts joined;
 #: above it, copying the texts costs more than compiling the pattern once per column.
 SCREEN_CONCAT_MAX_BYTES = 1 << 20
@@ -252,7 +259,7 @@ class Guard:
     def _plain_guardrail_spans(self, spans: pa.Table, indices: np.ndarray) -> pa.Table:
         """One ``span`` result per row of ``indices`` (guardrail spans without guardrail
         events), computed once per distinct span name and guardrail attributes."""
-        taken = spans.take(pa.array(indices, pa.int64()))
+        taken = spans.select(_GUARDRAIL_SPAN_COLUMNS).take(pa.array(indices, pa.int64()))
         maps = plain(taken.column("attributes").combine_chunks())
         row_of_entry = entry_rows(maps)
         relevant = mask_of(pc.is_in(maps.keys, pa.array(sorted(self._source_keys))))
