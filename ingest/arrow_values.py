@@ -229,6 +229,15 @@ class AttributeValues:
         return parts[0] if len(parts) == 1 else pc.coalesce(*parts)
 
 
+def entries_of(offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Where the entries of ``rows`` are in a list (or map) array's values, in row order, from
+    the array's ``offsets`` (the first one 0)."""
+    counts = offsets[rows + 1] - offsets[rows]
+    starts = np.repeat(offsets[rows] - np.cumsum(counts) + counts, counts)
+    positions: np.ndarray = starts + np.arange(counts.sum())
+    return positions
+
+
 def hex_ids(ids: pa.Array, width: int, null: np.ndarray | None = None) -> pa.Array:
     """Binary ids of ``width`` bytes as lower-case hex; null where ``null`` says or where an id
     has another size."""

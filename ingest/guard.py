@@ -58,6 +58,7 @@ from ingest.guard_columns import (
     rewritten,
     rows_of,
     screen,
+    screen_maps,
 )
 from ingest.guard_results import Results, detected, json_invalid
 from ingest.guardrails import GuardrailRules, load_rules
@@ -131,9 +132,9 @@ SECRET_SCREEN = "|".join(
 class _Screened:
     """Which texts of a batch might hold PII or a secret. A small batch's texts are joined and
     screened in one RE2 pass (each pass compiles its pattern, which costs more than scanning a
-    receiver-sized batch); a large batch's columns are screened one by one, without a copy, and
-    the texts only redaction reads (status, attribute and event values) with the narrowest
-    screen the policy allows."""
+    receiver-sized batch); a large batch's columns are screened one by one, without a copy, the
+    attribute maps a map at a time (``screen_maps``), and the texts only redaction reads
+    (status, attribute and event values) with the narrowest screen the policy allows."""
 
     columns: dict[str, np.ndarray]  # per row, for each of TEXT_COLUMNS
     attributes: np.ndarray  # per entry of the attribute maps (``_plain`` order)
@@ -143,22 +144,24 @@ class _Screened:
     def of(cls, spans: pa.Table, detectors: bool, redacted: frozenset[str]) -> _Screened:
         """Screen ``spans`` for the detectors (input and output text, when on) and for the
         ``redacted`` kinds (every text)."""
-        parts = [spans.column(c).combine_chunks() for c in TEXT_COLUMNS]
-        parts.append(plain(spans.column("attributes").combine_chunks()).items)
-        parts.append(event_maps(spans)[2].items)
-        texts = [p.cast(pa.string()) for p in parts]
+        columns = [spans.column(c).combine_chunks().cast(pa.string()) for c in TEXT_COLUMNS]
+        maps = [plain(spans.column("attributes").combine_chunks()), event_maps(spans)[2]]
+        texts = [*columns, *(m.items for m in maps)]
         if sum(t.nbytes for t in texts) <= SCREEN_CONCAT_MAX_BYTES:
             mask = screen(pa.concat_arrays(texts), SENSITIVE_SCREEN)
-            pieces = np.split(mask, np.cumsum([len(p) for p in parts])[:-1])
-        else:
-            narrow = SECRET_SCREEN if redacted <= SELF_SCREENED_KINDS else SENSITIVE_SCREEN
-            pieces = [
-                np.zeros(len(t), dtype=bool)
-                if not redacted and not (detectors and i < 2)
-                else screen(t, SENSITIVE_SCREEN if detectors and i < 2 else narrow)
-                for i, t in enumerate(texts)
-            ]
-        return cls(dict(zip(TEXT_COLUMNS, pieces, strict=False)), pieces[-2], pieces[-1])
+            pieces = np.split(mask, np.cumsum([len(t) for t in texts])[:-1])
+            return cls(dict(zip(TEXT_COLUMNS, pieces, strict=False)), pieces[-2], pieces[-1])
+        narrow = SECRET_SCREEN if redacted <= SELF_SCREENED_KINDS else SENSITIVE_SCREEN
+        screened = {
+            name: screen(column, SENSITIVE_SCREEN if detectors and i < 2 else narrow)
+            if redacted or (detectors and i < 2)
+            else np.zeros(len(column), dtype=bool)
+            for i, (name, column) in enumerate(zip(TEXT_COLUMNS, columns, strict=True))
+        }
+        entries = [
+            screen_maps(m, narrow) if redacted else np.zeros(len(m.items), dtype=bool) for m in maps
+        ]
+        return cls(screened, *entries)
 
 
 class Guard:

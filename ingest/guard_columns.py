@@ -8,6 +8,7 @@ the values that changed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingest.arrow_values import entries_of
 from store.schema import ATTRIBUTE_MAP
 
 __all__ = [
@@ -27,12 +29,14 @@ __all__ = [
     "list_rows_with",
     "map_lists",
     "mask_of",
+    "matches_anywhere",
     "plain",
     "rewrite_events",
     "rewrite_map",
     "rewritten",
     "rows_of",
     "screen",
+    "screen_maps",
 ]
 
 INT_EVENTS = pa.list_(
@@ -47,6 +51,40 @@ def mask_of(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 def screen(texts: pa.ChunkedArray, pattern: str) -> np.ndarray:
     return mask_of(pc.match_substring_regex(texts, pattern))
+
+
+#: What makes a match depend on the text around it: anchors and word boundaries (outside a
+#: character class, where ``^`` negates).
+_CONTEXT_ASSERTION = re.compile(r"\\[^bBAz]|\[\^?\]?(?:\\.|[^\]\\])*\]|(\^|\$|\\[bBAz])")
+
+
+def matches_anywhere(pattern: str) -> bool:
+    """Whether ``pattern`` matches a text whenever it matches a part of it (no anchors, no word
+    boundaries): then a match in some value is a match in those values joined."""
+    return not any(m.group(1) for m in _CONTEXT_ASSERTION.finditer(pattern))
+
+
+def screen_maps(maps: pa.MapArray, pattern: str) -> np.ndarray:
+    """``screen`` of each value of a map array (``plain``), in one RE2 call per map rather than
+    per entry when ``pattern`` matches anywhere: a map's values lie back to back in the items'
+    buffer, so each map is scanned as one text, and only the entries of the maps that matched
+    (a finding, or a match across two values) are screened one by one."""
+    items = maps.items
+    if not matches_anywhere(pattern) or not len(items) or items.type != pa.string():
+        return screen(items, pattern)
+    value_offsets = np.frombuffer(items.buffers()[1], dtype=np.int32)[
+        items.offset : items.offset + len(items) + 1
+    ]
+    map_offsets = maps.offsets.to_numpy()
+    joined = pa.StringArray.from_buffers(
+        len(maps), pa.py_buffer(value_offsets[map_offsets]), items.buffers()[2]
+    )
+    found = np.zeros(len(items), dtype=bool)
+    hit = np.flatnonzero(screen(joined, pattern))
+    if len(hit):
+        entries = entries_of(map_offsets, hit)
+        found[entries] = screen(items.take(pa.array(entries, pa.int64())), pattern)
+    return found
 
 
 def list_rows_with(lists: pa.ChunkedArray, values: tuple[str, ...], n: int) -> np.ndarray:

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from ingest.arrow_canonical import CanonicalColumn, Keys, SpanEvents
-from ingest.arrow_values import AttributeValues, Irregular, attributes_of, hex_ids
+from ingest.arrow_values import AttributeValues, Irregular, attributes_of, entries_of, hex_ids
 from ingest.conventions import Normalizer, load_normalizer
 from ingest.records import Decoded, IngestError, check_span, gc_paused, text_map
 from store.schema import ATTRIBUTE_MAP, SPAN_KINDS, SPAN_SCHEMA, STATUS_CODES
@@ -242,9 +242,7 @@ class ArrowRequests:
             return
         offsets = _list_offsets(spans.field("attributes"))
         counts = offsets[special + 1] - offsets[special]
-        entries = np.repeat(offsets[special] - np.cumsum(counts) + counts, counts) + np.arange(
-            counts.sum()
-        )
+        entries = entries_of(offsets, special)
         all_keys = values.keys.take(pa.array(entries)).to_pylist()
         all_values = values.python(entries)
         events.load(special)

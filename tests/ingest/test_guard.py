@@ -11,6 +11,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from ingest import guard as guard_module
 from ingest.guard import Guard
 from ingest.loader import backfill_guardrails, ingest_paths
 from ingest.receiver_decode import decode_body
@@ -260,6 +261,27 @@ def test_every_finding_of_the_patterns_is_flagged_and_masked(batch_size: int) ->
     for row in guarded.spans.to_pylist():
         assert row["input_text"] == "write to <EMAIL_1> today"
         assert odd_email not in json.dumps(row, default=str)
+
+
+@pytest.mark.parametrize("concat_max_bytes", [1 << 20, 0])  # one joined screen; per column
+def test_secrets_in_attribute_values_are_masked_and_no_value_across_two(
+    concat_max_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each attribute value is screened on its own: a secret in one is masked wherever it is,
+    a key split over two values of the same span ("sk-", then the rest) masks neither."""
+    monkeypatch.setattr(guard_module, "SCREEN_CONCAT_MAX_BYTES", concat_max_bytes)
+    rest = SECRET.removeprefix("sk-")
+    builder = SpanBuilder()
+    clean = _span(builder, _chat("hi", "hello", **{"a.first": "sk-", "a.second": rest}))
+    leaky = _span(builder, _chat("hi", "hello", **{"a.first": "x", "a.second": f"k={SECRET}"}))
+    event = _span(
+        builder, _chat("hi", "hello"), events=[(T0, "note", {"a.first": "sk-", "a.x": SECRET})]
+    )
+    rows = {r["span_id"]: r for r in Guard().apply(builder.table()).spans.to_pylist()}
+    assert dict(rows[clean]["attributes"])["a.first"] == "sk-"
+    assert dict(rows[clean]["attributes"])["a.second"] == rest
+    assert dict(rows[leaky]["attributes"])["a.second"] == "k=<API_KEY_1>"
+    assert dict(rows[event]["events"][0]["attributes"]) == {"a.first": "sk-", "a.x": "<API_KEY_1>"}
 
 
 def test_built_in_policy_masks_only_secrets_and_per_project_policies_apply() -> None:
