@@ -185,12 +185,8 @@ def conform(spec: TableSpec, table: pa.Table) -> pa.Table:
 
 
 def dedup_first(table: pa.Table, key_columns: Sequence[str]) -> pa.Table:
-    """Keep the first row of each key, in the original order. Rows whose key hashes all differ
-    have distinct keys and are returned as they are; only a table with a repeated hash (a batch
-    sent twice, or a collision) is grouped by its keys."""
+    """Keep the first row of each key, in the original order."""
     if table.num_rows == 0:
-        return table
-    if len(np.unique(key_hashes(table, key_columns))) == table.num_rows:
         return table
     indexed = table.select(list(key_columns)).append_column(
         _ROW_INDEX, pa.array(np.arange(table.num_rows, dtype=np.int64))

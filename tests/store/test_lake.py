@@ -332,23 +332,6 @@ def test_dedup_is_exact_when_key_hashes_collide(
     assert Counter(_keys(_stored(lake))) == Counter(dict.fromkeys(_keys(old) + _keys(new), 1))
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), min_size=1, max_size=40))
-def test_dedup_first_keeps_each_keys_first_row_in_order(keys: list[tuple[int, int]]) -> None:
-    table = pa.table(
-        {
-            "trace_id": [f"t{t}" for t, _ in keys],
-            "span_id": [f"s{s}" for _, s in keys],
-            "row": list(range(len(keys))),
-        }
-    )
-    first_rows = list({key: i for i, key in reversed(list(enumerate(keys)))}.values())
-    kept = lake_module.dedup_first(table, ["trace_id", "span_id"])
-    assert kept.column("row").to_pylist() == sorted(first_rows)
-    if len(set(keys)) == len(keys):  # distinct keys: the table itself, nothing grouped or moved
-        assert kept is table
-
-
 def test_a_warm_writer_reads_no_stored_keys_for_new_rows(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
