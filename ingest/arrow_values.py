@@ -29,7 +29,8 @@ from ingest.records import attribute_text
 #: starts deeper than it would inside the request.
 MAX_NESTING = 60
 
-_HEX_PAIRS = np.array([list(f"{i:02x}".encode()) for i in range(256)], dtype=np.uint8)
+#: Each byte's two hex digits as one little-endian uint16 (the first digit in the low byte).
+_HEX_PAIRS = np.frombuffer("".join(f"{i:02x}" for i in range(256)).encode(), dtype="<u2")
 
 
 class Irregular(Exception):
@@ -240,21 +241,24 @@ def entries_of(offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def hex_ids(ids: pa.Array, width: int, null: np.ndarray | None = None) -> pa.Array:
     """Binary ids of ``width`` bytes as lower-case hex; null where ``null`` says or where an id
-    has another size."""
+    has another size. Ids that all have the size are read from the buffer as they lie."""
     n = len(ids)
-    lengths = pc.fill_null(pc.binary_length(ids), 0).to_numpy()
-    keep = lengths == width
-    if null is not None:
-        keep &= ~null
     _, offsets_buffer, data_buffer = ids.buffers()[:3]
     offsets = np.frombuffer(offsets_buffer, dtype=np.int32)[ids.offset : ids.offset + n + 1]
-    starts = offsets[:-1][keep].astype(np.int64)
-    if len(starts):
-        data = np.frombuffer(data_buffer, dtype=np.uint8)
-        raw = data[(starts[:, None] + np.arange(width)).ravel()]
-        text = _HEX_PAIRS[raw].ravel()
+    keep = np.diff(offsets) == width
+    if ids.null_count:
+        keep &= ids.is_valid().to_numpy(zero_copy_only=False)
+    if null is not None:
+        keep &= ~null
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else None
+    if data is None or not keep.any():
+        raw = np.zeros(0, dtype=np.uint8)
+    elif keep.all():
+        raw = data[offsets[0] : offsets[-1]]  # n ids of ``width`` bytes, back to back
     else:
-        text = np.zeros(0, dtype=np.uint8)
+        starts = offsets[:-1][keep].astype(np.int64)
+        raw = data[(starts[:, None] + np.arange(width)).ravel()]
+    text = _HEX_PAIRS[raw].view(np.uint8)
     out_offsets = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(np.where(keep, 2 * width, 0), out=out_offsets[1:])
     num_null = int(n - keep.sum())
