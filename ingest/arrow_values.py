@@ -223,7 +223,11 @@ class AttributeValues:
         others = np.flatnonzero(is_other)
         if len(others):
             distinct, inverse = self.distinct(others)
-            rendered = pa.array([attribute_text(v) for v in distinct], pa.string())
+            # doubles, the most of these, straight to repr (attribute_text's rule for them)
+            rendered = pa.array(
+                [repr(v) if type(v) is float else attribute_text(v) for v in distinct],
+                pa.string(),
+            )
             where = np.zeros(len(self.vtype), dtype=np.int64)
             where[others] = inverse
             parts.append(rendered.take(pa.array(where, mask=~is_other)))
