@@ -174,15 +174,17 @@ def _first_output(value: Any) -> str | None:
     return None
 
 
-class _Part(msgspec.Struct):
-    """A message part as ``_part_text`` reads it (an absent key reads as None, as ``get`` does)."""
+class _Part(msgspec.Struct, gc=False):
+    """A message part as ``_part_text`` reads it (an absent key reads as None, as ``get`` does).
+    A part whose fields are not text fails the typed reading and goes the general way. Parts
+    and messages hold no cycles, so the collector need not track them."""
 
-    type: Any = None
-    content: Any = None
-    text: Any = None
+    type: str | None = None
+    content: str | None = None
+    text: str | None = None
 
 
-class _Message(msgspec.Struct):
+class _Message(msgspec.Struct, gc=False):
     """An OTel GenAI message: a role and its parts (other keys are not read while the parts
     have text)."""
 
@@ -202,8 +204,8 @@ def _genai_message_text(message: _Message) -> str:
     texts = []
     for part in message.parts:
         if part.type in _TEXT_PART_TYPES:
-            text = part.content if isinstance(part.content, str) else part.text
-            if isinstance(text, str) and text:
+            text = part.content if part.content is not None else part.text
+            if text:
                 texts.append(text)
     if not texts:
         raise _Undecided  # the general reading goes on to other keys and to tool calls
