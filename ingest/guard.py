@@ -49,7 +49,7 @@ from ingest.guard_columns import (
     chunk,
     entry_rows,
     event_maps,
-    length_prefixed,
+    join_binary,
     list_rows_with,
     mask_of,
     plain,
@@ -268,14 +268,15 @@ class Guard:
         relevant = mask_of(pc.is_in(maps.keys, pa.array(sorted(self._source_keys))))
         keys = maps.keys.filter(pa.array(relevant))
         values = maps.items.filter(pa.array(relevant))
-        # A prefix-free encoding (lengths before text, N for null), so equal signatures mean
-        # equal names and equal guardrail entries in the same order.
-        entries = pc.binary_join_element_wise(length_prefixed(keys), length_prefixed(values), "")
+        # Parts joined by bytes that UTF-8 text never holds (0xFE, 0xFF; 0xFD for a null), so
+        # equal signatures mean equal names and equal guardrail entries in the same order.
+        entries = join_binary(keys, values, b"\xff")
         counts = np.bincount(row_of_entry[relevant], minlength=len(indices))
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-        per_row = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), entries), "")
-        name = taken.column("name").combine_chunks()
-        signature = pc.binary_join_element_wise(length_prefixed(name), per_row, "")
+        per_row = pc.binary_join(
+            pa.ListArray.from_arrays(pa.array(offsets), entries), pa.scalar(b"\xfe", pa.binary())
+        )
+        signature = join_binary(taken.column("name").combine_chunks(), per_row, b"\xfe\xfe")
         encoded = signature.dictionary_encode()
         inverse = encoded.indices.to_numpy()
         first = np.unique(inverse, return_index=True)[1]

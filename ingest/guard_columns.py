@@ -25,7 +25,7 @@ __all__ = [
     "entry_rows",
     "event_lists",
     "event_maps",
-    "length_prefixed",
+    "join_binary",
     "list_rows_with",
     "map_lists",
     "mask_of",
@@ -241,11 +241,17 @@ def event_maps(spans: pa.Table) -> tuple[pa.ListArray, pa.StructArray, pa.MapArr
     return events, structs, plain(structs.field("attributes"))
 
 
-def length_prefixed(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Each text as ``<length>:<text>``, a null as ``N``."""
-    lengths = pc.cast(pc.utf8_length(texts), pa.string())
-    joined = pc.binary_join_element_wise(lengths, texts, ":")
-    return chunk(pc.fill_null(joined, "N"))
+def join_binary(left: pa.Array, right: pa.Array, separator: bytes) -> pa.Array:
+    """``left + separator + right`` per row, as binary; a null part reads as 0xFD (no UTF-8
+    text holds it)."""
+    binary = pa.binary()
+    return pc.binary_join_element_wise(
+        left.cast(binary),
+        right.cast(binary),
+        pa.scalar(separator, binary),
+        null_handling="replace",
+        null_replacement=b"\xfd",
+    )
 
 
 def chunk(array: pa.Array | pa.ChunkedArray) -> pa.Array:

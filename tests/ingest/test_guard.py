@@ -126,6 +126,40 @@ def test_native_verdicts_map_to_actions(attrs: dict[str, Any], action: str | Non
     assert row["guardrail"] == "my-guard"
 
 
+def test_guardrail_spans_of_one_batch_each_get_their_own_verdict() -> None:
+    """A batch's guardrail spans are read once per distinct name and guardrail attributes:
+    entries that would join alike without separators, an empty value beside an absent one,
+    and the same attributes in another order each keep their own result."""
+    cases = [
+        ("g", {"gen_ai.guardrail.result.type": "severity", "gen_ai.guardrail.result.value": "4"}),
+        ("g", {"gen_ai.guardrail.result.type": "severity", "gen_ai.guardrail.result.value": "0"}),
+        ("g", {"gen_ai.guardrail.result.value": "4", "gen_ai.guardrail.result.type": "severity"}),
+        ("g4", {"gen_ai.guardrail.result.type": "severity", "gen_ai.guardrail.result.value": ""}),
+        ("g", {"gen_ai.guardrail.result.type": "severity4", "gen_ai.guardrail.result.value": ""}),
+        ("g", {"gen_ai.guardrail.result.type": "severity"}),
+        # joined without separators, these two would read alike
+        ("g", {"gen_ai.guardrail.result.type": "severitygen_ai.guardrail.result.value4"}),
+        ("g", {"flywheel.guardrail.action": "human_handoff"}),
+        ("g", {}),
+    ]
+    builder = SpanBuilder()
+    ids = [
+        _span(builder, {"openinference.span.kind": "GUARDRAIL", **attrs}, name=name)
+        for name, attrs in cases * 2
+    ]
+    rows = {r["span_id"]: r for r in Guard().apply(builder.table()).guardrails.to_pylist()}
+    for span_id, (name, attrs) in zip(ids, cases * 2, strict=True):
+        one = SpanBuilder()
+        _span(one, {"openinference.span.kind": "GUARDRAIL", **attrs}, name=name, span_id=span_id)
+        [alone] = Guard().apply(one.table()).guardrails.to_pylist()
+        got = rows[span_id]
+        assert (got["guardrail"], got["action"], got["reason"]) == (
+            alone["guardrail"], alone["action"], alone["reason"]
+        )  # fmt: skip
+    actions = [rows[i]["action"] for i in ids[: len(cases)]]
+    assert actions[:3] == ["warn", "pass", "warn"] and actions[7] == "human_handoff"
+
+
 def test_guardrail_events_give_one_result_each_and_replace_the_span_result() -> None:
     builder = SpanBuilder()
     span_attrs = {
