@@ -59,6 +59,7 @@ from ingest.guard_columns import (
     rows_of,
     screen,
     screen_maps,
+    screen_rows,
 )
 from ingest.guard_results import Results, detected, json_invalid
 from ingest.guardrails import GuardrailRules, load_rules
@@ -349,8 +350,8 @@ class Guard:
         input_text, output_text = spans.column("input_text"), spans.column("output_text")
         sensitive_in = generation & screened.columns["input_text"]
         sensitive_out = generation & screened.columns["output_text"]
-        phrase_in = generation & screen(input_text, _PHRASE["prompt_injection"])
-        phrase_out = generation & screen(output_text, _PHRASE["refusal"])
+        phrase_in = screen_rows(input_text, generation, _PHRASE["prompt_injection"])
+        phrase_out = screen_rows(output_text, generation, _PHRASE["refusal"])
         screened_in = sensitive_in | phrase_in
         screened_out = sensitive_out | phrase_out
         empty_text = mask_of(pc.equal(pc.utf8_trim_whitespace(output_text), ""))

@@ -37,6 +37,7 @@ __all__ = [
     "rows_of",
     "screen",
     "screen_maps",
+    "screen_rows",
 ]
 
 INT_EVENTS = pa.list_(
@@ -51,6 +52,15 @@ def mask_of(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 def screen(texts: pa.ChunkedArray, pattern: str) -> np.ndarray:
     return mask_of(pc.match_substring_regex(texts, pattern))
+
+
+def screen_rows(texts: pa.ChunkedArray, rows: np.ndarray, pattern: str) -> np.ndarray:
+    """``screen`` of the texts of ``rows`` (a mask), false elsewhere: the other rows' texts,
+    and their nulls, are not scanned."""
+    found = np.zeros(len(rows), dtype=bool)
+    if rows.any():
+        found[rows] = screen(texts.filter(pa.array(rows)), pattern)
+    return found
 
 
 #: What makes a match depend on the text around it: anchors and word boundaries (outside a

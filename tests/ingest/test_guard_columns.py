@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ingest.detectors import SENSITIVE_SCREEN
 from ingest.guard import SECRET_SCREEN
-from ingest.guard_columns import matches_anywhere, screen, screen_maps
+from ingest.guard_columns import matches_anywhere, screen, screen_maps, screen_rows
 from store.schema import ATTRIBUTE_MAP
 
 
@@ -68,3 +68,10 @@ def test_screen_maps_flags_the_entries_a_screen_of_each_value_flags(
         offsets, maps.keys.slice(len(maps.items) - len(sliced)), sliced, type=ATTRIBUTE_MAP
     )
     assert screen_maps(one_each, SECRET_SCREEN).tolist() == screen(sliced, SECRET_SCREEN).tolist()
+
+
+def test_screen_rows_scans_only_the_chosen_rows() -> None:
+    texts = pa.chunked_array([["sk-x", None], ["no", "sk-y"], []])
+    rows = np.array([True, True, False, True])
+    assert screen_rows(texts, rows, "sk-").tolist() == [True, False, False, True]
+    assert screen_rows(texts, np.zeros(4, dtype=bool), "sk-").tolist() == [False] * 4
