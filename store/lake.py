@@ -71,6 +71,8 @@ class TableSpec:
     ``free_text`` columns (and everything inside them) are written without Parquet statistics
     or dictionary encoding, ``distinct`` columns (ids, times, measurements) without dictionary
     encoding: neither helps a column whose values rarely repeat, and both cost time to write.
+    The attribute maps are free text too: no query prunes by their statistics, and zstd packs
+    a resource's map repeated on each of its spans as small as a dictionary does.
     """
 
     name: str
@@ -112,7 +114,10 @@ SPANS = TableSpec(
     SPAN_SCHEMA,
     ("trace_id", "span_id"),
     "start_time",
-    free_text=("status_message", "input_text", "output_text", "attributes", "events", "links"),
+    free_text=(
+        "status_message", "input_text", "output_text", "attributes", "resource_attributes",
+        "events", "links",
+    ),
     distinct=(
         "trace_id", "span_id", "parent_span_id", "start_time", "end_time", "duration_ms",
         "input_tokens", "output_tokens", "ttft_ms", "cost_usd",

@@ -161,7 +161,7 @@ def test_a_batch_across_days_lands_a_segment_a_day_each_in_arrival_order(
     }
 
 
-def test_free_text_has_no_statistics_and_only_repeating_columns_a_dictionary(
+def test_free_text_and_maps_have_no_statistics_and_only_repeating_columns_a_dictionary(
     data_dir: Path,
 ) -> None:
     lake = Lake(data_dir)
@@ -174,16 +174,19 @@ def test_free_text_has_no_statistics_and_only_repeating_columns_a_dictionary(
     assert columns["request_model"].is_stats_set
     assert not columns["input_text"].is_stats_set
     assert not columns["attributes.key_value.value"].is_stats_set
-    # dictionary pages only for columns whose values repeat
+    assert not columns["resource_attributes.key_value.value"].is_stats_set
+    # dictionary pages only for columns whose values repeat, outside the attribute maps
     dictionary = {name for name, c in columns.items() if c.has_dictionary_page}
-    assert {"request_model", "service_name", "resource_attributes.key_value.key"} <= dictionary
+    assert {"request_model", "service_name"} <= dictionary
     assert not {"trace_id", "span_id", "input_text", "start_time"} & dictionary
+    assert not {c for c in dictionary if "attributes" in c}
     # every leaf of the schema is named by the options (a renamed column would fall out)
     options = SPANS.parquet_options
     named = set(options["write_statistics"]) | set(options["use_dictionary"])
     assert set(columns) - named == {
         "input_text", "output_text", "status_message", "attributes.key_value.key",
-        "attributes.key_value.value",
+        "attributes.key_value.value", "resource_attributes.key_value.key",
+        "resource_attributes.key_value.value",
     } | {c for c in columns if c.startswith(("events.", "links."))}  # fmt: skip
 
 
