@@ -1,6 +1,7 @@
 """Storage layer: durable ingest into an open Parquet lake, and DuckDB views to read it.
 
-Writes go ``LakeWriter.append`` → ``wal`` (framed Arrow IPC, fsynced before the call returns)
+Writes go ``LakeWriter.append`` → ``wal`` (framed Arrow IPC, fsynced before the call returns;
+the append that fills the buffer goes to the lake with it instead, before returning)
 → in-memory buffer → ``Lake.write`` (dedup on the table's key, one immutable zstd Parquet
 segment per UTC-date partition, temp file + fsync + rename, under a cross-process flock).
 Start-up replays every write-ahead log a crashed process left behind; the lake's dedup makes

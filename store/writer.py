@@ -2,7 +2,9 @@
 
 ``append`` returns once the rows are fsynced in this process's write-ahead log; they are then
 buffered and written to the lake by ``flush`` (explicit, when the buffer passes a row or byte
-bound, or from ``maybe_flush`` once the oldest buffered row is older than ``max_age_s``). A
+bound, or from ``maybe_flush`` once the oldest buffered row is older than ``max_age_s``). The
+append that fills the buffer is not logged: it is written to the lake, fsynced, with the
+buffer before it returns, so it is as durable when acknowledged and costs no log record. A
 flush seals the current log and starts a new one, so appends carry on while the lake write
 runs; the sealed log is deleted only after its rows are in the lake. Opening a writer replays
 every unlocked log in ``<data>/wal/`` (left by this or any crashed process) into the lake
@@ -97,7 +99,8 @@ def _merge(results: dict[str, WriteResult], table_name: str, result: WriteResult
 
 
 class LakeWriter:
-    """Durable appends to the lake: WAL + fsync per append, batched segment writes.
+    """Durable appends to the lake: WAL + fsync per append (or the lake write itself, for the
+    append that fills the buffer), batched segment writes.
 
     ``where`` is a data directory (its Parquet lake) or a :class:`store.lake.Lake` to write
     through, such as another store's tables; the logs go to ``<its data_dir>/wal``.
@@ -152,7 +155,14 @@ class LakeWriter:
         self.append_many([(table_name, table)])
 
     def append_many(self, records: Iterable[tuple[str, pa.Table]]) -> None:
-        """Durably log several tables with one fsync, then buffer them for the lake."""
+        """Make several tables durable with one fsync, then buffer them for the lake.
+
+        Rows are durable when this returns: fsynced in the log, or, when they fill the buffer,
+        in the lake's segments, which are written with the buffer before this returns. Those
+        need no log record of their own (a log covers the time between acknowledgement and the
+        lake write, and here there is none); if the lake write fails, they are not kept and
+        the error is raised.
+        """
         conformed = [
             (name, conformed)
             for name, table in records
@@ -163,18 +173,21 @@ class LakeWriter:
         with self._lock:
             if self._closed:
                 raise RuntimeError("LakeWriter is closed")
-            if self._wal is None:
-                self._wal = WalFile.create(self.wal_dir)
-                self._buffer.wals.append(self._wal)
-            self._wal.append_many(conformed)
-            for name, table in conformed:
-                self._buffer.add(name, table)
             full = (
-                self._buffer.num_rows >= self.max_buffer_rows
-                or self._buffer.num_bytes >= self.max_buffer_bytes
+                self._buffer.num_rows + sum(t.num_rows for _, t in conformed)
+                >= self.max_buffer_rows
+                or self._buffer.num_bytes + sum(t.nbytes for _, t in conformed)
+                >= self.max_buffer_bytes
             )
+            if not full:
+                if self._wal is None:
+                    self._wal = WalFile.create(self.wal_dir)
+                    self._buffer.wals.append(self._wal)
+                self._wal.append_many(conformed)
+                for name, table in conformed:
+                    self._buffer.add(name, table)
         if full:
-            self.flush()
+            self.flush(unlogged=conformed)
 
     def maybe_flush(self) -> FlushResult | None:
         """Flush if the oldest buffered row is older than ``max_age_s`` (call from a timer)."""
@@ -184,17 +197,22 @@ class LakeWriter:
             return None
         return self.flush()
 
-    def flush(self) -> FlushResult:
-        """Write every buffered row to the lake, then delete the logs that held them."""
+    def flush(self, *, unlogged: Sequence[tuple[str, pa.Table]] = ()) -> FlushResult:
+        """Write every buffered row to the lake, then delete the logs that held them.
+        ``unlogged`` rows (in no log) are written after the buffered ones; if the write fails,
+        the buffered rows are kept and these are not."""
         with self._flush_lock:
             with self._lock:
                 sealed, self._buffer = self._buffer, _Buffer()
                 self._wal = None
                 self._in_flight = sealed
+            tables = {name: list(parts) for name, parts in sealed.tables.items()}
+            for name, table in unlogged:
+                tables.setdefault(name, []).append(table)
             results: dict[str, WriteResult] = {}
             try:
-                for name, tables in sealed.tables.items():
-                    _merge(results, name, self.lake.write(name, pa.concat_tables(tables)))
+                for name, parts in tables.items():
+                    _merge(results, name, self.lake.write(name, pa.concat_tables(parts)))
             except BaseException:
                 with self._lock:
                     self._buffer.absorb(sealed)

@@ -57,6 +57,49 @@ def test_flush_happens_when_the_buffer_is_full(data_dir: Path) -> None:
         assert writer.backlog().num_rows == 0
 
 
+def test_the_append_that_fills_the_buffer_is_written_to_the_lake_without_a_log_record(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logged: list[int] = []
+    real_append = WalFile.append_many
+
+    def counting_append(wal: WalFile, records: list[tuple[str, pa.Table]]) -> None:
+        logged.extend(t.num_rows for _, t in records)
+        real_append(wal, records)
+
+    monkeypatch.setattr(WalFile, "append_many", counting_append)
+    with LakeWriter(data_dir, max_buffer_rows=10) as writer:
+        writer.append("spans", make_spans(6))
+        writer.append("spans", make_spans(6))  # fills the buffer
+        assert logged == [6]
+        assert _lake_rows(data_dir) == 12 and writer.backlog().num_rows == 0
+        assert list_wal_files(data_dir / "wal") == []
+        writer.append("spans", make_spans(12))  # alone past the bound: straight to the lake
+        assert logged == [6] and _lake_rows(data_dir) == 24
+
+
+def test_a_failed_lake_write_keeps_the_logged_rows_and_not_the_unlogged(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with LakeWriter(data_dir, max_buffer_rows=10) as writer:
+        first, second = make_spans(6), make_spans(6)
+        writer.append("spans", first)
+
+        def full_disk(*args: object) -> None:
+            raise OSError("disk full")
+
+        monkeypatch.setattr(Lake, "write", full_disk)
+        with pytest.raises(OSError, match="disk full"):
+            writer.append("spans", second)  # not acknowledged
+        monkeypatch.undo()
+        assert writer.backlog().num_rows == 6  # the logged rows wait for the next flush
+        assert len(list_wal_files(data_dir / "wal")) == 1
+        writer.flush()
+        assert _lake_rows(data_dir) == 6
+        writer.append("spans", second)  # the caller sends it again
+    assert _lake_rows(data_dir) == 12
+
+
 def test_maybe_flush_waits_for_max_age(data_dir: Path) -> None:
     with LakeWriter(data_dir, max_age_s=0.2) as writer:
         assert writer.maybe_flush() is None  # nothing buffered
